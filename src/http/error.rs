@@ -1,0 +1,398 @@
+//! The one error type of the HTTP boundary, and the only place problem+json is built (RFC 9457).
+//!
+//! `type` is `/problems/{slug}`; clients switch on the slug. Internal causes never reach the
+//! body: they ride in the response extensions as [`ProblemCause`] and are logged once by the
+//! request middleware.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::PlaceOrderError;
+use crate::storage::StoreError;
+use crate::upstream::UpstreamError;
+
+/// `Retry-After` for failures with no better estimate (database unavailable, load shed).
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `malformed-request`: not JSON, wrong types, missing fields, bad query string.
+    #[error("{0}")]
+    MalformedRequest(String),
+    /// 413 `payload-too-large`.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// 415 `unsupported-media-type`: the body must be sent as `application/json`.
+    #[error("expected content-type: application/json")]
+    UnsupportedMediaType,
+    /// 422 `invalid-input`: well-formed, but a value is not acceptable.
+    #[error("invalid input")]
+    InvalidInput(Vec<FieldError>),
+    /// 404 `not-found`.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 405 `method-not-allowed`.
+    #[error("method not allowed on this resource")]
+    MethodNotAllowed,
+    /// Placing the order failed: 422, 502, 503 or 504 depending on why.
+    #[error(transparent)]
+    PlaceOrder(#[from] PlaceOrderError),
+    /// Reading failed: 503 when the database is unavailable, else 500.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// 500 `internal-error`: a bug (e.g. a caught panic).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The internal cause of a 5xx, for the log line only.
+#[derive(Debug, Clone)]
+pub struct ProblemCause(pub String);
+
+/// The problem+json body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/{slug}`, e.g. `/problems/unknown-user`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// Present on `invalid-input`: every field that failed and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// Everything about one problem before it is rendered.
+struct Spec {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+    retry_after: Option<Duration>,
+}
+
+impl Spec {
+    fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+impl ApiError {
+    fn spec(&self) -> Spec {
+        use StatusCode as S;
+        match self {
+            ApiError::MalformedRequest(why) => Spec::new(
+                S::BAD_REQUEST,
+                "malformed-request",
+                "Malformed request",
+                why.clone(),
+            ),
+            ApiError::PayloadTooLarge => Spec::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                self.to_string(),
+            ),
+            ApiError::UnsupportedMediaType => Spec::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                self.to_string(),
+            ),
+            ApiError::InvalidInput(errors) => {
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Spec::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-input",
+                    "Invalid input",
+                    detail,
+                )
+            }
+            ApiError::NotFound(what) => Spec::new(S::NOT_FOUND, "not-found", "Not found", *what),
+            ApiError::MethodNotAllowed => Spec::new(
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                self.to_string(),
+            ),
+            ApiError::PlaceOrder(e) => place_order_spec(e),
+            ApiError::Store(e) => store_spec(e),
+            ApiError::Internal(_) => Spec::new(
+                S::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "Internal error",
+                "an unexpected error occurred",
+            ),
+        }
+    }
+}
+
+fn place_order_spec(error: &PlaceOrderError) -> Spec {
+    use StatusCode as S;
+    match error {
+        PlaceOrderError::UnknownUser => Spec::new(
+            S::UNPROCESSABLE_ENTITY,
+            "unknown-user",
+            "Unknown user",
+            error.to_string(),
+        ),
+        PlaceOrderError::UnknownProduct => Spec::new(
+            S::UNPROCESSABLE_ENTITY,
+            "unknown-product",
+            "Unknown product",
+            error.to_string(),
+        ),
+        PlaceOrderError::DeadlineExceeded => Spec::new(
+            S::GATEWAY_TIMEOUT,
+            "deadline-exceeded",
+            "Deadline exceeded",
+            error.to_string(),
+        ),
+        PlaceOrderError::Upstream {
+            source: UpstreamError::Timeout | UpstreamError::DeadlineExceeded,
+            ..
+        } => Spec::new(
+            S::GATEWAY_TIMEOUT,
+            "upstream-timeout",
+            "Upstream timed out",
+            error.to_string(),
+        ),
+        PlaceOrderError::Upstream { .. } => Spec::new(
+            S::BAD_GATEWAY,
+            "upstream-error",
+            "Upstream error",
+            error.to_string(),
+        ),
+        PlaceOrderError::Store(e) => store_spec(e),
+    }
+}
+
+fn store_spec(error: &StoreError) -> Spec {
+    match error {
+        StoreError::Unavailable(_) => Spec::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-unavailable",
+            "Database unavailable",
+            "the database is unavailable; retry later",
+        )
+        .retry_after(DEFAULT_RETRY_AFTER),
+        StoreError::Query(_) => Spec::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "Internal error",
+            "an unexpected error occurred",
+        ),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let spec = self.spec();
+        let errors = match &self {
+            ApiError::InvalidInput(errors) => Some(errors.clone()),
+            _ => None,
+        };
+        let problem = Problem {
+            type_: format!("/problems/{}", spec.slug),
+            title: spec.title,
+            status: spec.status.as_u16(),
+            detail: spec.detail,
+            errors,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (spec.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(after) = spec.retry_after {
+            // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if spec.status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(ProblemCause(self.to_string()));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Upstream;
+
+    async fn render(error: ApiError) -> (u16, Option<String>, serde_json::Value, bool) {
+        let response = error.into_response();
+        let status = response.status().as_u16();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let has_cause = response.extensions().get::<ProblemCause>().is_some();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (
+            status,
+            retry,
+            serde_json::from_slice(&body).expect("problem json"),
+            has_cause,
+        )
+    }
+
+    #[tokio::test]
+    async fn each_failure_maps_to_the_design_table() {
+        let upstream = |source| {
+            ApiError::PlaceOrder(PlaceOrderError::Upstream {
+                upstream: Upstream::Product,
+                source,
+            })
+        };
+        let cases: Vec<(ApiError, u16, &str, bool)> = vec![
+            (
+                ApiError::MalformedRequest("x".into()),
+                400,
+                "malformed-request",
+                false,
+            ),
+            (ApiError::PayloadTooLarge, 413, "payload-too-large", false),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "unsupported-media-type",
+                false,
+            ),
+            (ApiError::InvalidInput(vec![]), 422, "invalid-input", false),
+            (
+                PlaceOrderError::UnknownUser.into(),
+                422,
+                "unknown-user",
+                false,
+            ),
+            (
+                PlaceOrderError::UnknownProduct.into(),
+                422,
+                "unknown-product",
+                false,
+            ),
+            (
+                upstream(UpstreamError::ServerError(500)),
+                502,
+                "upstream-error",
+                false,
+            ),
+            (
+                upstream(UpstreamError::InvalidResponse("x".into())),
+                502,
+                "upstream-error",
+                false,
+            ),
+            (
+                upstream(UpstreamError::Connect("refused".into())),
+                502,
+                "upstream-error",
+                false,
+            ),
+            (
+                upstream(UpstreamError::Timeout),
+                504,
+                "upstream-timeout",
+                false,
+            ),
+            (
+                PlaceOrderError::DeadlineExceeded.into(),
+                504,
+                "deadline-exceeded",
+                false,
+            ),
+            (
+                StoreError::Unavailable(sqlx::Error::PoolTimedOut).into(),
+                503,
+                "database-unavailable",
+                true,
+            ),
+            (
+                StoreError::Query(sqlx::Error::RowNotFound).into(),
+                500,
+                "internal-error",
+                false,
+            ),
+        ];
+        for (error, status, slug, has_retry_after) in cases {
+            let name = format!("{error:?}");
+            let (got, retry, body, has_cause) = render(error).await;
+            assert_eq!(got, status, "{name}");
+            assert_eq!(body["status"], status, "{name}");
+            assert_eq!(body["type"], format!("/problems/{slug}"), "{name}");
+            assert!(
+                body["title"].is_string() && body["detail"].is_string(),
+                "{name}"
+            );
+            assert_eq!(retry.is_some(), has_retry_after, "{name}");
+            assert_eq!(
+                has_cause,
+                status >= 500,
+                "causes are kept for 5xx only: {name}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_causes_stay_out_of_the_body() {
+        let error = ApiError::Store(StoreError::Query(sqlx::Error::Protocol(
+            "secret table xyz".into(),
+        )));
+        let (status, _, body, has_cause) = render(error).await;
+        assert_eq!(status, 500);
+        assert!(has_cause);
+        assert!(!body.to_string().contains("secret"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_whole_seconds_rounded_up() {
+        let (_, retry, _, _) =
+            render(StoreError::Unavailable(sqlx::Error::PoolTimedOut).into()).await;
+        assert_eq!(retry.as_deref(), Some("1"));
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI.
+
+pub mod error;
+mod extract;
+pub mod health;
+mod observe;
+pub mod openapi;
+pub mod orders;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Response};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::domain::OrderService;
+use crate::storage::OrderStore;
+use error::ApiError;
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub orders: OrderService,
+    pub store: Arc<dyn OrderStore>,
+    pub amqp_configured: bool,
+}
+
+/// The whole API. Layers, outermost first: request id (kept if the client sent one) →
+/// echo it on the response → span + log line → panics become 500 problems.
+pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route(
+            "/v1/orders",
+            post(orders::create_order).get(orders::list_orders),
+        )
+        .route("/v1/order", post(orders::create_order_legacy))
+        .route("/v1/orders/{id}", get(orders::get_order))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(|| async { ApiError::NotFound("no such resource") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(middleware::from_fn(observe::observe))
+                .layer(CatchPanicLayer::custom(panic_to_problem)),
+        )
+        .with_state(state)
+}
+
+fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response<axum::body::Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned());
+    ApiError::Internal(message).into_response()
+}

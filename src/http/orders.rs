@@ -1,0 +1,298 @@
+//! `POST /v1/orders` (and the older `POST /v1/order`), `GET /v1/orders/{id}`, `GET /v1/orders`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, FieldError, Problem};
+use super::extract::{JsonBody, QueryParams};
+use crate::domain::order::rfc3339;
+use crate::domain::{Order, ProductCode, UserId, ids};
+use crate::storage::{ListFilter, MAX_PAGE};
+
+/// Page size when `limit` is not given.
+const DEFAULT_PAGE: u32 = 20;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateOrder {
+    /// user-service id: 1–64 of `[A-Za-z0-9_-]`.
+    #[schema(example = "7c11e1ce2741")]
+    pub user_id: String,
+    /// product-service code: 1–64 of `[A-Za-z0-9_-]`.
+    #[schema(example = "classic-box")]
+    pub product_code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderResponse {
+    /// UUIDv7.
+    pub id: String,
+    pub user_id: String,
+    pub product_code: String,
+    pub customer_fullname: String,
+    pub product_name: String,
+    /// Exact to the cent.
+    #[schema(value_type = f64, example = 9.99)]
+    pub total_amount: crate::domain::Money,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Whether the `order.created` event has been confirmed by the broker.
+    pub published: bool,
+}
+
+impl From<Order> for OrderResponse {
+    fn from(order: Order) -> Self {
+        Self {
+            id: order.id.to_string(),
+            user_id: order.user_id,
+            product_code: order.product_code,
+            customer_fullname: order.customer_fullname,
+            product_name: order.product_name,
+            total_amount: order.total_amount,
+            created_at: rfc3339(order.created_at),
+            published: order.published,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    /// Oldest first.
+    pub items: Vec<OrderResponse>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this user's orders.
+    pub user_id: Option<String>,
+    /// 1 to 100 (larger values are capped at 100); default 20.
+    pub limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
+}
+
+/// Parses both ids, reporting every bad field at once.
+fn parse_order_ids(body: &CreateOrder) -> Result<(UserId, ProductCode), ApiError> {
+    match (
+        UserId::parse(&body.user_id),
+        ProductCode::parse(&body.product_code),
+    ) {
+        (Ok(user), Ok(product)) => Ok((user, product)),
+        (user, product) => {
+            let mut errors = Vec::new();
+            if let Err(e) = user {
+                errors.push(FieldError {
+                    field: "user_id",
+                    reason: e.to_string(),
+                });
+            }
+            if let Err(e) = product {
+                errors.push(FieldError {
+                    field: "product_code",
+                    reason: e.to_string(),
+                });
+            }
+            Err(ApiError::InvalidInput(errors))
+        }
+    }
+}
+
+/// Place an order: looks up the user and the product, stores the order and its event.
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders",
+    request_body = CreateOrder,
+    responses(
+        (status = 201, description = "Order created", body = OrderResponse,
+         headers(("Location" = String, description = "/v1/orders/{id}"))),
+        (status = 400, description = "Not JSON, wrong types or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id, unknown user or unknown product", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "An upstream failed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Circuit open, bulkhead full, overloaded or database unavailable", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "seconds"))),
+        (status = 504, description = "The order's deadline ran out", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_order(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<CreateOrder>,
+) -> Result<Response, ApiError> {
+    let (user_id, product_code) = parse_order_ids(&body)?;
+    let order = app.orders.place_order(&user_id, &product_code).await?;
+    let location = format!("/v1/orders/{}", order.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(OrderResponse::from(order)),
+    )
+        .into_response())
+}
+
+/// The older path of `POST /v1/orders`, same contract.
+#[utoipa::path(
+    post, path = "/v1/order", tag = "orders",
+    request_body = CreateOrder,
+    responses((status = 201, description = "Order created (same as POST /v1/orders)", body = OrderResponse,
+               headers(("Location" = String, description = "/v1/orders/{id}"))),
+              (status = "4XX", description = "As POST /v1/orders", body = Problem, content_type = "application/problem+json"),
+              (status = "5XX", description = "As POST /v1/orders", body = Problem, content_type = "application/problem+json"))
+)]
+pub async fn create_order_legacy(
+    state: State<AppState>,
+    body: JsonBody<CreateOrder>,
+) -> Result<Response, ApiError> {
+    create_order(state, body).await
+}
+
+/// One order by id.
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_order(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    const MISSING: &str = "no order with this id";
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(MISSING))?;
+    let order = app
+        .store
+        .get_order(id)
+        .await?
+        .ok_or(ApiError::NotFound(MISSING))?;
+    Ok(Json(order.into()))
+}
+
+/// Orders in creation order, keyset-paginated.
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "orders",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 400, description = "Query string does not parse", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid user_id, limit or after", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_orders(
+    State(app): State<AppState>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let filter = list_filter(params)?;
+    let limit = filter.limit as usize;
+    // One extra row tells whether another page exists, so `next_after` is exact.
+    let mut orders = app
+        .store
+        .list_orders(&ListFilter {
+            limit: filter.limit + 1,
+            ..filter
+        })
+        .await?;
+    let next_after = (orders.len() > limit).then(|| {
+        orders.truncate(limit);
+        orders.last().map(|o| o.id.to_string())
+    });
+    Ok(Json(OrderPage {
+        items: orders.into_iter().map(Into::into).collect(),
+        next_after: next_after.flatten(),
+    }))
+}
+
+fn list_filter(params: ListParams) -> Result<ListFilter, ApiError> {
+    let mut errors = Vec::new();
+    if let Some(Err(e)) = params.user_id.as_deref().map(ids::check_id) {
+        errors.push(FieldError {
+            field: "user_id",
+            reason: e.to_string(),
+        });
+    }
+    let after = match params.after.as_deref().map(Uuid::parse_str) {
+        Some(Err(_)) => {
+            errors.push(FieldError {
+                field: "after",
+                reason: "must be an order id from next_after".into(),
+            });
+            None
+        }
+        after => after.and_then(Result::ok),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 {
+        errors.push(FieldError {
+            field: "limit",
+            reason: "must be at least 1".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidInput(errors));
+    }
+    Ok(ListFilter {
+        user_id: params.user_id,
+        after,
+        limit: limit.min(MAX_PAGE),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(user_id: Option<&str>, limit: Option<u32>, after: Option<&str>) -> ListParams {
+        ListParams {
+            user_id: user_id.map(Into::into),
+            limit,
+            after: after.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn limit_defaults_and_is_capped() {
+        assert_eq!(
+            list_filter(params(None, None, None)).map(|f| f.limit).ok(),
+            Some(DEFAULT_PAGE)
+        );
+        assert_eq!(
+            list_filter(params(None, Some(5000), None))
+                .map(|f| f.limit)
+                .ok(),
+            Some(MAX_PAGE)
+        );
+    }
+
+    #[test]
+    fn every_bad_list_parameter_is_reported() {
+        let Err(ApiError::InvalidInput(errors)) =
+            list_filter(params(Some("../x"), Some(0), Some("nope")))
+        else {
+            panic!("expected invalid input");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["user_id", "after", "limit"]);
+    }
+
+    #[test]
+    fn both_bad_ids_are_reported_together() {
+        let body = CreateOrder {
+            user_id: "".into(),
+            product_code: "a/b".into(),
+        };
+        let Err(ApiError::InvalidInput(errors)) = parse_order_ids(&body) else {
+            panic!("expected invalid input");
+        };
+        assert_eq!(errors.len(), 2);
+    }
+}

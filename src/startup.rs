@@ -1,0 +1,92 @@
+//! Wires config into a running application: store, upstream clients, router, listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::domain::{OrderService, Product, User};
+use crate::http::{AppState, router};
+use crate::storage::{self, OrderStore, PoolSettings, StoreError};
+use crate::upstream::{Upstream, stack, transport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built application, bound to its port but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    store: Arc<dyn OrderStore>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let pool = PoolSettings {
+            max_connections: config.database_max_connections,
+            acquire_timeout: config.database_acquire_timeout,
+        };
+        let store = storage::connect(&config.database_url, pool).await?;
+        let http = transport::http_client();
+        let users = stack::build::<User>(
+            http.clone(),
+            Upstream::User,
+            config.user_service_url.clone(),
+        );
+        let products =
+            stack::build::<Product>(http, Upstream::Product, config.product_service_url.clone());
+        let orders = OrderService::new(users, products, Arc::clone(&store), config.order_deadline);
+        let state = AppState {
+            orders,
+            store: Arc::clone(&store),
+            amqp_configured: config.amqp_url.is_some(),
+        };
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            router: router(state, config.body_limit_bytes),
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn store(&self) -> Arc<dyn OrderStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

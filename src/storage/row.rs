@@ -1,0 +1,50 @@
+//! The row shape both backends read orders into.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{Money, Order};
+
+/// `SELECT … FROM orders o LEFT JOIN outbox x` with the columns of [`OrderRow`], for both
+/// backends; a macro so each query stays one `&'static str` (prepared once, cached by sqlx).
+macro_rules! select_orders {
+    () => {
+        "SELECT o.id, o.user_id, o.product_code, o.customer_fullname, o.product_name, \
+         o.total_amount_cents, o.created_at, \
+         (x.order_id IS NULL OR x.published_at IS NOT NULL) AS published \
+         FROM orders o LEFT JOIN outbox x ON x.order_id = o.id"
+    };
+}
+pub(super) use select_orders;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OrderRow {
+    id: Uuid,
+    user_id: String,
+    product_code: String,
+    customer_fullname: String,
+    product_name: String,
+    total_amount_cents: i64,
+    created_at: DateTime<Utc>,
+    published: bool,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+
+    fn try_from(row: OrderRow) -> Result<Self, StoreError> {
+        let total_amount = Money::from_cents(row.total_amount_cents)
+            .map_err(|e| StoreError::Query(sqlx::Error::Decode(Box::new(e))))?;
+        Ok(Order {
+            id: row.id,
+            user_id: row.user_id,
+            product_code: row.product_code,
+            customer_fullname: row.customer_fullname,
+            product_name: row.product_name,
+            total_amount,
+            created_at: row.created_at,
+            published: row.published,
+        })
+    }
+}

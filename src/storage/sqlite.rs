@@ -1,0 +1,118 @@
+//! The embedded default store: one file, no server, same schema and behaviour as PostgreSQL.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::row::{OrderRow, select_orders};
+use super::{ListFilter, OrderStore, PoolSettings, StoreError};
+use crate::domain::Order;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates. WAL lets readers proceed while one writer
+    /// commits; the busy timeout queues writers instead of failing them.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        // An in-memory database lives as long as its one connection.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory {
+                1
+            } else {
+                settings.max_connections
+            })
+            .min_connections(u32::from(in_memory))
+            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
+            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::from(sqlx::Error::from(e)))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn insert_order(&self, order: &Order) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
+             total_amount_cents, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(order.id)
+        .bind(&order.user_id)
+        .bind(&order.product_code)
+        .bind(&order.customer_fullname)
+        .bind(&order.product_name)
+        .bind(order.total_amount.cents())
+        .bind(order.created_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at) \
+             VALUES (?1, 'order.created', ?2, ?3, ?3)",
+        )
+        .bind(order.id)
+        .bind(Json(order.created_payload()))
+        .bind(order.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        let row: Option<OrderRow> = sqlx::query_as(concat!(select_orders!(), " WHERE o.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Order::try_from).transpose()
+    }
+
+    async fn list_orders(&self, filter: &ListFilter) -> Result<Vec<Order>, StoreError> {
+        let rows: Vec<OrderRow> = sqlx::query_as(concat!(
+            select_orders!(),
+            " WHERE (?1 IS NULL OR o.user_id = ?1) AND (?2 IS NULL OR o.id > ?2)",
+            " ORDER BY o.id LIMIT ?3"
+        ))
+        .bind(filter.user_id.as_deref())
+        .bind(filter.after)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}

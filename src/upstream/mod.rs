@@ -1,0 +1,86 @@
+//! Clients for user-service and product-service: typed wire formats over one tower stack each.
+//!
+//! - [`transport`] — the innermost `Service`, one pooled HTTP GET whose answer is classified.
+//! - [`stack`] — composes the layers around the transport, top to bottom, per upstream.
+//! - [`user`], [`product`]: each upstream's wire format.
+
+pub mod error;
+pub mod product;
+pub mod stack;
+pub mod transport;
+pub mod user;
+
+use std::fmt;
+
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+pub use error::UpstreamError;
+pub use transport::Decode;
+
+/// Which upstream; its `as_str` is the `upstream` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Upstream {
+    User,
+    Product,
+}
+
+impl Upstream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Upstream::User => "user",
+            Upstream::Product => "product",
+        }
+    }
+
+    /// The collection in the upstream's URL: `/users/{id}`, `/products/{code}`.
+    pub fn collection(self) -> &'static str {
+        match self {
+            Upstream::User => "users",
+            Upstream::Product => "products",
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One lookup, cheap to clone so the retry layer can send it again.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    /// A validated id (see `domain::ids`); still percent-encoded into the path.
+    pub key: String,
+    /// When the whole order gives up; no layer waits or retries past it.
+    pub deadline: Instant,
+}
+
+/// A typed client: `Ok(None)` is the upstream's 404 ("unknown"), a healthy answer.
+pub struct UpstreamClient<T> {
+    service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>,
+}
+
+impl<T> Clone for UpstreamClient<T> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<T: 'static> UpstreamClient<T> {
+    pub fn new(service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>) -> Self {
+        Self { service }
+    }
+
+    pub async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {
+        let request = UpstreamRequest {
+            key: key.to_owned(),
+            deadline,
+        };
+        self.service.clone().oneshot(request).await
+    }
+}

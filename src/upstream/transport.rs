@@ -1,0 +1,157 @@
+//! The innermost service: one GET over the shared, pooled reqwest client, its answer classified.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use tower::Service;
+
+use super::{Upstream, UpstreamError, UpstreamRequest};
+
+/// Largest upstream body read; the real answers are a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A wire format: how an upstream's 200 body becomes a domain value.
+pub trait Decode: Sized + Send + 'static {
+    /// Why the body is unusable, on failure (it becomes `InvalidResponse`).
+    fn decode(body: &[u8]) -> Result<Self, String>;
+}
+
+/// The one HTTP client of the process: pooled keep-alive connections shared by every call.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        // Upstreams are internal; a proxy from the environment would only add a hop.
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// `GET {base}/{collection}/{key}`, decoded as `T`; 404 is `Ok(None)`.
+pub struct Transport<T> {
+    client: reqwest::Client,
+    base: Url,
+    collection: &'static str,
+    _decodes: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Transport<T> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            collection: self.collection,
+            _decodes: PhantomData,
+        }
+    }
+}
+
+impl<T> Transport<T> {
+    pub fn new(client: reqwest::Client, base: Url, upstream: Upstream) -> Self {
+        Self {
+            client,
+            base,
+            collection: upstream.collection(),
+            _decodes: PhantomData,
+        }
+    }
+
+    /// The key is pushed as one path segment, so it is percent-encoded whatever it holds.
+    fn url_for(&self, key: &str) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(self.collection).push(key);
+        }
+        url
+    }
+}
+
+impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
+    type Response = Option<T>;
+    type Error = UpstreamError;
+    type Future = Pin<Box<dyn Future<Output = Result<Option<T>, UpstreamError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let get = self.client.get(self.url_for(&request.key));
+        Box::pin(async move {
+            let response = get.send().await.map_err(classify_send_error)?;
+            match response.status() {
+                StatusCode::OK => {
+                    let body = read_body(response).await?;
+                    T::decode(&body)
+                        .map(Some)
+                        .map_err(UpstreamError::InvalidResponse)
+                }
+                StatusCode::NOT_FOUND => Ok(None),
+                status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                    Err(UpstreamError::ServerError(status.as_u16()))
+                }
+                status => Err(UpstreamError::InvalidResponse(format!(
+                    "unexpected HTTP {status}"
+                ))),
+            }
+        })
+    }
+}
+
+fn classify_send_error(error: reqwest::Error) -> UpstreamError {
+    if error.is_timeout() {
+        UpstreamError::Timeout
+    } else {
+        // Refused, reset, closed before the head: all mean "no answer from a live peer".
+        UpstreamError::Connect(error.without_url().to_string())
+    }
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+    let mut body = Vec::with_capacity(512);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| UpstreamError::InvalidResponse(format!("body: {}", e.without_url())))?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(UpstreamError::InvalidResponse(format!(
+                "body over {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Anything;
+    impl Decode for Anything {
+        fn decode(_: &[u8]) -> Result<Self, String> {
+            Ok(Anything)
+        }
+    }
+
+    #[test]
+    fn keys_are_one_encoded_path_segment() {
+        let base = Url::parse("http://127.0.0.1:8082/api/").expect("url");
+        let t = Transport::<Anything>::new(reqwest::Client::new(), base, Upstream::User);
+        assert_eq!(
+            t.url_for("7c11e1ce2741").as_str(),
+            "http://127.0.0.1:8082/api/users/7c11e1ce2741"
+        );
+        assert_eq!(
+            t.url_for("../x?y").as_str(),
+            "http://127.0.0.1:8082/api/users/..%2Fx%3Fy"
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! Shared test kit: a database of its own per test, the real application on a random port,
+//! and upstreams (the simulator in-process, or wiremock when a test needs to count calls).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use order_service::{Application, Config};
+use sqlx::{AssertSqlSafe, Connection, Executor};
+use upstream_sim::{RunningSim, SimConfig};
+use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// PostgreSQL where test databases are created; each test gets `test_<uuid>` of its own.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    name: String,
+    file: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let name = format!("test_{}", Uuid::new_v4().simple());
+        match backend {
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL must be running for the tests ({admin}): {e}")
+                    });
+                conn.execute(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+                    .await
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(base, _)| base);
+                Self {
+                    backend,
+                    url: format!("{base}/{name}"),
+                    name,
+                    file: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join("order-service-tests");
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let file = dir.join(format!("{name}.db"));
+                Self {
+                    backend,
+                    url: format!("sqlite://{}", file.display()),
+                    name,
+                    file: Some(file),
+                }
+            }
+        }
+    }
+
+    /// Runs one statement against the test database (to inspect or sabotage it).
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                conn.execute(AssertSqlSafe(sql)).await.expect(sql);
+            }
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                conn.execute(AssertSqlSafe(sql)).await.expect(sql);
+            }
+        }
+    }
+
+    /// `SELECT count(*)` of a table, straight from the database.
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar_i64(&format!("SELECT count(*) FROM {table}"))
+            .await
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect(sql)
+            }
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect(sql)
+            }
+        }
+    }
+
+    pub async fn scalar_text(&self, sql: &str) -> String {
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect(sql)
+            }
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect(sql)
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs outside any async context we can rely on: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = conn
+                        .execute(AssertSqlSafe(format!(
+                            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Where the app under test finds its upstreams.
+pub enum Upstreams {
+    /// The project's simulator with the fault table of DESIGN.md.
+    Simulator(RunningSim),
+    /// wiremock servers, for counting requests or shaping answers.
+    Mock {
+        users: MockServer,
+        products: MockServer,
+    },
+}
+
+impl Upstreams {
+    pub async fn simulator() -> Self {
+        Upstreams::Simulator(
+            upstream_sim::spawn(SimConfig::ephemeral())
+                .await
+                .expect("simulator"),
+        )
+    }
+
+    /// Empty wiremock servers: every request gets 404 until a test mounts a mock.
+    pub async fn mock() -> Self {
+        Upstreams::Mock {
+            users: MockServer::start().await,
+            products: MockServer::start().await,
+        }
+    }
+
+    fn urls(&self) -> (String, String) {
+        match self {
+            Upstreams::Simulator(sim) => (sim.users_url(), sim.products_url()),
+            Upstreams::Mock { users, products } => (users.uri(), products.uri()),
+        }
+    }
+
+    pub fn sim(&self) -> &RunningSim {
+        match self {
+            Upstreams::Simulator(sim) => sim,
+            Upstreams::Mock { .. } => panic!("this test runs on wiremock upstreams"),
+        }
+    }
+
+    pub fn mocks(&self) -> (&MockServer, &MockServer) {
+        match self {
+            Upstreams::Mock { users, products } => (users, products),
+            Upstreams::Simulator(_) => panic!("this test runs on the simulator"),
+        }
+    }
+
+    /// Mounts Ada Lovelace and the Classic Box, answering at once.
+    pub async fn mount_healthy(&self) {
+        let (users, products) = self.mocks();
+        Mock::given(method("GET"))
+            .and(path("/users/7c11e1ce2741"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+                {"id": "7c11e1ce2741", "firstName": "Ada", "lastName": "Lovelace"}
+            )))
+            .mount(users)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/products/classic-box"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+                {"code": "classic-box", "name": "Classic Box", "price": 9.99}
+            )))
+            .mount(products)
+            .await;
+    }
+
+    /// Every request either upstream received.
+    pub async fn received(&self) -> usize {
+        let (users, products) = self.mocks();
+        users.received_requests().await.unwrap_or_default().len()
+            + products.received_requests().await.unwrap_or_default().len()
+    }
+}
+
+/// The application under test, serving on a random loopback port until dropped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    pub upstreams: Upstreams,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    env: HashMap<String, String>,
+    upstreams: Option<Upstreams>,
+}
+
+impl TestApp {
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            env: HashMap::new(),
+            upstreams: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `POST /v1/orders` with a JSON body.
+    pub async fn post_order(&self, user_id: &str, product_code: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/orders"))
+            .json(&serde_json::json!({ "user_id": user_id, "product_code": product_code }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+}
+
+impl TestAppBuilder {
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn upstreams(mut self, upstreams: Upstreams) -> Self {
+        self.upstreams = Some(upstreams);
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        order_service::telemetry::init_logging();
+        let db = TestDb::new(self.backend).await;
+        let upstreams = match self.upstreams {
+            Some(upstreams) => upstreams,
+            None => Upstreams::simulator().await,
+        };
+        let (users_url, products_url) = upstreams.urls();
+        let mut env = HashMap::from([
+            ("HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+            ("DATABASE_URL".to_owned(), db.url.clone()),
+            ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
+            ("USER_SERVICE_URL".to_owned(), users_url),
+            ("PRODUCT_SERVICE_URL".to_owned(), products_url),
+        ]);
+        env.extend(self.env);
+        let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
+        let app = Application::build(config)
+            .await
+            .expect("application starts");
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            db,
+            upstreams,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads a problem+json response, checking its media type and shape.
+pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "status {status}"
+    );
+    let body: serde_json::Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem without {field}: {body}");
+    }
+    (status, body)
+}
+
+/// Declares `async fn name(backend)` tests once, run on PostgreSQL and on SQLite.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
+        }
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
+        }
+    };
+}

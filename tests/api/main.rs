@@ -1,0 +1,9 @@
+//! One integration-test binary: each test starts the real application on a random port with a
+//! database of its own (PostgreSQL or SQLite), so tests run in parallel.
+
+mod health;
+mod helpers;
+mod migrations;
+mod orders;
+mod use_cases;
+mod validation;

@@ -90,3 +90,115 @@ fn upstream_failure(upstream: Upstream, source: UpstreamError) -> PlaceOrderErro
         source => PlaceOrderError::Upstream { upstream, source },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use tower::util::BoxCloneSyncService;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::Money;
+    use crate::storage::ListFilter;
+    use crate::upstream::UpstreamRequest;
+
+    /// These tests fail before storage; a store call would be a bug.
+    struct NoStore;
+
+    #[async_trait]
+    impl OrderStore for NoStore {
+        async fn insert_order(&self, _: &Order) -> Result<(), StoreError> {
+            unreachable!("the order must fail before it is stored")
+        }
+        async fn get_order(&self, _: Uuid) -> Result<Option<Order>, StoreError> {
+            unreachable!()
+        }
+        async fn list_orders(&self, _: &ListFilter) -> Result<Vec<Order>, StoreError> {
+            unreachable!()
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        fn backend(&self) -> &'static str {
+            "none"
+        }
+    }
+
+    /// Sets its flag when dropped: proof that a lookup's future was cancelled.
+    struct DropFlag(Arc<AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn client<T: Send + 'static>(
+        delay: Duration,
+        answer: Result<Option<T>, UpstreamError>,
+        dropped: Arc<AtomicBool>,
+    ) -> UpstreamClient<T>
+    where
+        T: Clone + Sync,
+    {
+        UpstreamClient::new(BoxCloneSyncService::new(tower::service_fn(move |_: UpstreamRequest| {
+            let answer = answer.clone();
+            let flag = DropFlag(Arc::clone(&dropped));
+            async move {
+                tokio::time::sleep(delay).await;
+                std::mem::forget(flag);
+                answer
+            }
+        })))
+    }
+
+    fn service(users: UpstreamClient<User>, products: UpstreamClient<Product>) -> OrderService {
+        OrderService::new(users, products, Arc::new(NoStore), Duration::from_secs(2))
+    }
+
+    fn ids() -> (UserId, ProductCode) {
+        (UserId::parse("7c11e1ce2741").expect("id"), ProductCode::parse("classic-box").expect("code"))
+    }
+
+    fn ada() -> User {
+        User { first_name: "Ada".into(), last_name: "Lovelace".into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_definitive_failure_cancels_the_other_lookup_at_once() {
+        let user_cancelled = Arc::new(AtomicBool::new(false));
+        let users = client(Duration::from_secs(10), Ok(Some(ada())), Arc::clone(&user_cancelled));
+        let products = client::<Product>(Duration::from_millis(5), Ok(None), Arc::default());
+        let started = Instant::now();
+        let (user_id, code) = ids();
+        let result = service(users, products).place_order(&user_id, &code).await;
+        assert!(matches!(result, Err(PlaceOrderError::UnknownProduct)), "{result:?}");
+        assert_eq!(started.elapsed(), Duration::from_millis(5), "answered when the product failed");
+        assert!(user_cancelled.load(Ordering::SeqCst), "the user lookup was dropped, not awaited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hanging_lookups_end_exactly_at_the_deadline() {
+        let users = client(Duration::from_secs(60), Ok(Some(ada())), Arc::default());
+        let price = Money::from_cents(999).expect("price");
+        let products = client(Duration::from_secs(60), Ok(Some(Product { name: "x".into(), price })), Arc::default());
+        let started = Instant::now();
+        let (user_id, code) = ids();
+        let result = service(users, products).place_order(&user_id, &code).await;
+        assert!(matches!(result, Err(PlaceOrderError::DeadlineExceeded)), "{result:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_error_names_its_upstream() {
+        let users = client(Duration::from_millis(300), Err(UpstreamError::ServerError(500)), Arc::default());
+        let products = client::<Product>(Duration::from_secs(60), Ok(None), Arc::default());
+        let (user_id, code) = ids();
+        let result = service(users, products).place_order(&user_id, &code).await;
+        assert!(
+            matches!(result, Err(PlaceOrderError::Upstream { upstream: Upstream::User, source: UpstreamError::ServerError(500) })),
+            "{result:?}"
+        );
+    }
+}

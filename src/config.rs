@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::upstream::breaker::{BreakerConfig, KeyedConfig};
+use crate::upstream::retry::Backoff;
+use crate::upstream::stack::StackConfig;
+
 /// Everything the service needs to start; see the README for each variable.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,13 +34,17 @@ pub struct Config {
     pub order_deadline: Duration,
     /// `HTTP_BODY_LIMIT_BYTES`: larger request bodies get 413 before they are read.
     pub body_limit_bytes: usize,
+    /// `USER_*`: the resilience stack around user-service.
+    pub user_stack: StackConfig,
+    /// `PRODUCT_*`: the resilience stack around product-service.
+    pub product_stack: StackConfig,
 }
 
 /// A variable that is set but unusable; `Display` is the one line start-up prints.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid {var}: {reason}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: String,
     pub reason: String,
 }
 
@@ -59,9 +67,56 @@ impl Config {
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
             order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
+            user_stack: stack_config(&env, "USER")?,
+            product_stack: stack_config(&env, "PRODUCT")?,
         };
         Ok(config)
     }
+}
+
+/// `{prefix}_*` resilience settings; the defaults are argued for in the README.
+fn stack_config(env: &Env<'_>, prefix: &str) -> Result<StackConfig, ConfigError> {
+    let var = |name: &str| format!("{prefix}_{name}");
+    let percent = |name: &str, default: u32| -> Result<f64, ConfigError> {
+        Ok(f64::from(env.number(&var(name), default, 1..=100)?) / 100.0)
+    };
+    let window = env.millis(&var("BREAKER_WINDOW_MS"), 10_000)?;
+    let slow_call = env.millis(&var("BREAKER_SLOW_CALL_MS"), 600)?;
+    let slow_rate = percent("BREAKER_SLOW_RATE_PERCENT", 80)?;
+    let open_wait = env.millis(&var("BREAKER_OPEN_MS"), 5_000)?;
+    let half_open_probes = env.number(&var("BREAKER_HALF_OPEN_PROBES"), 2, 1..=100)?;
+    let breaker = |min_calls: u32, failure_rate: f64| BreakerConfig {
+        window,
+        min_calls,
+        failure_rate,
+        slow_call,
+        slow_rate,
+        open_wait,
+        half_open_probes,
+    };
+    let upstream =
+        breaker(env.number(&var("BREAKER_MIN_CALLS"), 20, 1..=10_000)?, percent("BREAKER_FAILURE_RATE_PERCENT", 80)?);
+    let per_key = breaker(
+        env.number(&var("BREAKER_KEY_MIN_CALLS"), 5, 1..=10_000)?,
+        percent("BREAKER_KEY_FAILURE_RATE_PERCENT", 90)?,
+    );
+    Ok(StackConfig {
+        attempt_timeout: env.millis(&var("ATTEMPT_TIMEOUT_MS"), 800)?,
+        max_attempts: env.number(&var("MAX_ATTEMPTS"), 3, 1..=10)?,
+        backoff: Backoff {
+            base: env.millis(&var("BACKOFF_BASE_MS"), 50)?,
+            max: env.millis(&var("BACKOFF_MAX_MS"), 1_000)?,
+        },
+        retry_budget_percent: env.number(&var("RETRY_BUDGET_PERCENT"), 20, 0..=100)?,
+        retry_budget_min_per_sec: env.number(&var("RETRY_BUDGET_MIN_PER_SEC"), 5, 0..=10_000)?,
+        max_concurrent: env.number(&var("MAX_CONCURRENT"), 64, 1..=10_000)?,
+        breaker: KeyedConfig {
+            upstream,
+            per_key,
+            max_keys: env.number(&var("BREAKER_MAX_KEYS"), 1024, 1..=1_000_000)?,
+            min_failing_keys: env.number(&var("BREAKER_MIN_FAILING_KEYS"), 3, 1..=1000)?,
+        },
+    })
 }
 
 /// Typed access to variables, each error naming its variable.
@@ -72,41 +127,20 @@ impl Env<'_> {
         (self.0)(var).filter(|v| !v.trim().is_empty())
     }
 
-    fn parse<T: std::str::FromStr>(
-        &self,
-        var: &'static str,
-        default: &str,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
+    fn parse<T: std::str::FromStr>(&self, var: &str, default: &str, expected: &str) -> Result<T, ConfigError> {
         let raw = self.get(var).unwrap_or_else(|| default.to_owned());
-        raw.trim()
-            .parse()
-            .map_err(|_| invalid(var, format!("{expected}, got {raw:?}")))
+        raw.trim().parse().map_err(|_| invalid(var, format!("{expected}, got {raw:?}")))
     }
 
-    fn number<T>(
-        &self,
-        var: &'static str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, ConfigError>
+    fn number<T>(&self, var: &str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
         let Some(raw) = self.get(var) else {
             return Ok(default);
         };
-        let expected = || {
-            format!(
-                "expected a whole number from {} to {}",
-                range.start(),
-                range.end()
-            )
-        };
-        let value: T = raw
-            .trim()
-            .parse()
-            .map_err(|_| invalid(var, format!("{}, got {raw:?}", expected())))?;
+        let expected = || format!("expected a whole number from {} to {}", range.start(), range.end());
+        let value: T = raw.trim().parse().map_err(|_| invalid(var, format!("{}, got {raw:?}", expected())))?;
         if !range.contains(&value) {
             return Err(invalid(var, format!("{}, got {raw:?}", expected())));
         }
@@ -114,27 +148,23 @@ impl Env<'_> {
     }
 
     /// Milliseconds, at least 1 and at most an hour: a zero or day-long timeout is a typo.
-    fn millis(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        self.number(var, default, 1..=3_600_000)
-            .map(Duration::from_millis)
+    fn millis(&self, var: &str, default: u64) -> Result<Duration, ConfigError> {
+        self.number(var, default, 1..=3_600_000).map(Duration::from_millis)
     }
 
-    fn url(&self, var: &'static str, default: &str) -> Result<Url, ConfigError> {
+    fn url(&self, var: &str, default: &str) -> Result<Url, ConfigError> {
         let raw = self.get(var).unwrap_or_else(|| default.to_owned());
-        let url = Url::parse(raw.trim())
-            .map_err(|e| invalid(var, format!("expected an http(s) URL ({e}), got {raw:?}")))?;
+        let url =
+            Url::parse(raw.trim()).map_err(|e| invalid(var, format!("expected an http(s) URL ({e}), got {raw:?}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(invalid(
-                var,
-                format!("expected an http(s) URL, got {raw:?}"),
-            ));
+            return Err(invalid(var, format!("expected an http(s) URL, got {raw:?}")));
         }
         Ok(url)
     }
 }
 
-fn invalid(var: &'static str, reason: String) -> ConfigError {
-    ConfigError { var, reason }
+fn invalid(var: &str, reason: String) -> ConfigError {
+    ConfigError { var: var.to_owned(), reason }
 }
 
 fn database_url(raw: Option<String>) -> Result<String, ConfigError> {
@@ -145,10 +175,7 @@ fn database_url(raw: Option<String>) -> Result<String, ConfigError> {
     } else {
         // The value may hold a password: name the scheme only.
         let scheme = url.split(':').next().unwrap_or_default();
-        Err(invalid(
-            "DATABASE_URL",
-            format!("expected postgres://… or sqlite://…, got scheme {scheme:?}"),
-        ))
+        Err(invalid("DATABASE_URL", format!("expected postgres://… or sqlite://…, got scheme {scheme:?}")))
     }
 }
 
@@ -158,10 +185,7 @@ fn amqp_url(raw: Option<String>) -> Result<Option<String>, ConfigError> {
         Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => Ok(Some(url)),
         Some(url) => {
             let scheme = url.split(':').next().unwrap_or_default();
-            Err(invalid(
-                "AMQP_URL",
-                format!("expected amqp://… or amqps://…, got scheme {scheme:?}"),
-            ))
+            Err(invalid("AMQP_URL", format!("expected amqp://… or amqps://…, got scheme {scheme:?}")))
         }
     }
 }
@@ -173,10 +197,7 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -189,6 +210,22 @@ mod tests {
         assert_eq!(c.user_service_url.as_str(), "http://127.0.0.1:8082/");
         assert_eq!(c.product_service_url.as_str(), "http://127.0.0.1:8081/");
         assert_eq!(c.order_deadline, Duration::from_millis(2000));
+        for stack in [&c.user_stack, &c.product_stack] {
+            assert_eq!(stack.attempt_timeout, Duration::from_millis(800));
+            assert_eq!(stack.max_attempts, 3);
+            assert_eq!(stack.backoff.base, Duration::from_millis(50));
+            assert_eq!(stack.retry_budget_percent, 20);
+            assert_eq!(stack.breaker.upstream.window, Duration::from_secs(10));
+        }
+    }
+
+    #[test]
+    fn each_upstream_is_configured_on_its_own() {
+        let c = load(&[("PRODUCT_ATTEMPT_TIMEOUT_MS", "150"), ("USER_BREAKER_KEY_MIN_CALLS", "2")]).expect("valid");
+        assert_eq!(c.product_stack.attempt_timeout, Duration::from_millis(150));
+        assert_eq!(c.user_stack.attempt_timeout, Duration::from_millis(800));
+        assert_eq!(c.user_stack.breaker.per_key.min_calls, 2);
+        assert_eq!(c.product_stack.breaker.per_key.min_calls, 5);
     }
 
     #[test]
@@ -217,6 +254,9 @@ mod tests {
             ("ORDER_DEADLINE_MS", "2s"),
             ("ORDER_DEADLINE_MS", "0"),
             ("DATABASE_MAX_CONNECTIONS", "-1"),
+            ("USER_ATTEMPT_TIMEOUT_MS", "fast"),
+            ("PRODUCT_BREAKER_FAILURE_RATE_PERCENT", "150"),
+            ("PRODUCT_MAX_ATTEMPTS", "0"),
         ];
         for (var, value) in cases {
             let err = load(&[(var, value)]).expect_err(var);

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
 use crate::http::{AppState, router};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
+use crate::telemetry;
 use crate::upstream::{Upstream, stack, transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,10 +19,7 @@ pub enum StartupError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A built application, bound to its port but not yet serving.
@@ -39,36 +37,27 @@ impl Application {
         };
         let store = storage::connect(&config.database_url, pool).await?;
         let http = transport::http_client();
-        let users = stack::build::<User>(
-            http.clone(),
-            Upstream::User,
-            config.user_service_url.clone(),
-        );
-        let products =
-            stack::build::<Product>(http, Upstream::Product, config.product_service_url.clone());
+        let metrics = telemetry::metrics::install();
+        let (users, user_breakers) =
+            stack::build::<User>(http.clone(), Upstream::User, config.user_service_url.clone(), &config.user_stack);
+        let (products, product_breakers) =
+            stack::build::<Product>(http, Upstream::Product, config.product_service_url.clone(), &config.product_stack);
         let orders = OrderService::new(users, products, Arc::clone(&store), config.order_deadline);
         let state = AppState {
             orders,
             store: Arc::clone(&store),
             amqp_configured: config.amqp_url.is_some(),
+            breakers: vec![user_breakers, product_breakers],
+            metrics,
         };
         let listener = TcpListener::bind(config.http_addr)
             .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
-        Ok(Self {
-            listener,
-            router: router(state, config.body_limit_bytes),
-            store,
-        })
+            .map_err(|source| StartupError::Bind { addr: config.http_addr, source })?;
+        Ok(Self { listener, router: router(state, config.body_limit_bytes), store })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn port(&self) -> u16 {
@@ -80,13 +69,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
     }
 }

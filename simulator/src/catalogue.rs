@@ -46,10 +46,7 @@ fn ok() -> u16 {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
     #[error("cannot read catalogue {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid catalogue: {0}")]
     Parse(#[from] serde_json::Error),
     #[error("invalid catalogue: {0}")]
@@ -73,10 +70,8 @@ impl Catalogue {
     }
 
     pub fn load(path: &str) -> Result<Self, CatalogueError> {
-        let json = std::fs::read_to_string(path).map_err(|source| CatalogueError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let json =
+            std::fs::read_to_string(path).map_err(|source| CatalogueError::Read { path: path.to_owned(), source })?;
         Self::parse(&json)
     }
 

@@ -10,8 +10,7 @@ use upstream_sim::{Catalogue, SimConfig};
 
 fn addr(var: &str, default: &str) -> Result<SocketAddr, String> {
     let raw = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-    raw.parse()
-        .map_err(|_| format!("invalid {var}: expected host:port, got {raw:?}"))
+    raw.parse().map_err(|_| format!("invalid {var}: expected host:port, got {raw:?}"))
 }
 
 fn config() -> Result<SimConfig, String> {
@@ -29,9 +28,7 @@ fn config() -> Result<SimConfig, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let config = match config() {
         Ok(config) => config,

@@ -30,11 +30,7 @@ impl SimConfig {
     /// The built-in fault table on random loopback ports: what tests want.
     pub fn ephemeral() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self {
-            users_addr: any,
-            products_addr: any,
-            catalogue: Catalogue::builtin(),
-        }
+        Self { users_addr: any, products_addr: any, catalogue: Catalogue::builtin() }
     }
 }
 
@@ -48,10 +44,7 @@ struct Upstream {
 
 impl Upstream {
     fn new(entries: &[Entry]) -> Self {
-        Self {
-            entries: index(entries),
-            calls: Mutex::new(HashMap::new()),
-        }
+        Self { entries: index(entries), calls: Mutex::new(HashMap::new()) }
     }
 
     /// Counts the call and returns its 1-based number for this key.
@@ -64,10 +57,7 @@ impl Upstream {
 
     fn snapshot(&self) -> UpstreamStats {
         let by_key = self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        UpstreamStats {
-            total: by_key.values().sum(),
-            by_key,
-        }
+        UpstreamStats { total: by_key.values().sum(), by_key }
     }
 
     fn reset(&self) {
@@ -123,8 +113,7 @@ impl Sim {
     pub fn reset(&self) {
         self.users.reset();
         self.products.reset();
-        self.max_in_flight
-            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     fn enter(self: &Arc<Self>) -> InFlight {

@@ -25,10 +25,7 @@ pub fn check_id(raw: &str) -> Result<(), InvalidId> {
     if raw.len() > MAX_ID_LEN {
         return Err(InvalidId::TooLong);
     }
-    if !raw
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(InvalidId::BadCharacter);
     }
     Ok(())
@@ -73,13 +70,7 @@ mod tests {
 
     #[test]
     fn accepts_the_fault_table_ids() {
-        for id in [
-            "7c11e1ce2741",
-            "e6f24d7d1c7e",
-            "classic-box",
-            "family_box",
-            "A-Z_0",
-        ] {
+        for id in ["7c11e1ce2741", "e6f24d7d1c7e", "classic-box", "family_box", "A-Z_0"] {
             assert_eq!(check_id(id), Ok(()), "{id}");
         }
         assert_eq!(check_id(&"a".repeat(64)), Ok(()));

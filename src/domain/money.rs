@@ -20,11 +20,7 @@ const MAX_CENTS: i64 = 1_000_000_000_000_000;
 
 impl Money {
     pub fn from_cents(cents: i64) -> Result<Self, InvalidAmount> {
-        if (0..MAX_CENTS).contains(&cents) {
-            Ok(Self { cents })
-        } else {
-            Err(InvalidAmount(cents.to_string()))
-        }
+        if (0..MAX_CENTS).contains(&cents) { Ok(Self { cents }) } else { Err(InvalidAmount(cents.to_string())) }
     }
 
     pub fn cents(self) -> i64 {
@@ -47,10 +43,7 @@ impl Money {
         }
         let whole: i64 = whole.parse().map_err(|_| bad())?;
         let frac_cents: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
-        let cents = whole
-            .checked_mul(100)
-            .and_then(|c| c.checked_add(frac_cents))
-            .ok_or_else(bad)?;
+        let cents = whole.checked_mul(100).and_then(|c| c.checked_add(frac_cents)).ok_or_else(bad)?;
         Self::from_cents(cents).map_err(|_| bad())
     }
 
@@ -79,37 +72,16 @@ mod tests {
 
     #[test]
     fn parses_prices_exactly() {
-        let cases = [
-            ("9.99", 999),
-            ("14.99", 1499),
-            ("10", 1000),
-            ("10.5", 1050),
-            ("0", 0),
-            ("9.990", 999),
-            ("0.10", 10),
-        ];
+        let cases =
+            [("9.99", 999), ("14.99", 1499), ("10", 1000), ("10.5", 1050), ("0", 0), ("9.990", 999), ("0.10", 10)];
         for (text, cents) in cases {
-            assert_eq!(
-                Money::parse_decimal(text).map(Money::cents),
-                Ok(cents),
-                "{text}"
-            );
+            assert_eq!(Money::parse_decimal(text).map(Money::cents), Ok(cents), "{text}");
         }
     }
 
     #[test]
     fn refuses_what_it_cannot_store_exactly() {
-        for text in [
-            "9.999",
-            "-1",
-            "1e3",
-            "",
-            ".5",
-            "5.",
-            "NaN",
-            "1.2.3",
-            "99999999999999999999",
-        ] {
+        for text in ["9.999", "-1", "1e3", "", ".5", "5.", "NaN", "1.2.3", "99999999999999999999"] {
             assert!(Money::parse_decimal(text).is_err(), "{text}");
         }
     }

@@ -43,12 +43,7 @@ pub struct Order {
 }
 
 impl Order {
-    pub fn new(
-        user_id: &UserId,
-        product_code: &ProductCode,
-        user: &User,
-        product: &Product,
-    ) -> Self {
+    pub fn new(user_id: &UserId, product_code: &ProductCode, user: &User, product: &Product) -> Self {
         Self {
             id: Uuid::now_v7(),
             user_id: user_id.as_str().to_owned(),
@@ -99,14 +94,8 @@ mod tests {
     use super::*;
 
     fn sample() -> Order {
-        let user = User {
-            first_name: "Ada".into(),
-            last_name: "Lovelace".into(),
-        };
-        let product = Product {
-            name: "Classic Box".into(),
-            price: Money::parse_decimal("9.99").expect("price"),
-        };
+        let user = User { first_name: "Ada".into(), last_name: "Lovelace".into() };
+        let product = Product { name: "Classic Box".into(), price: Money::parse_decimal("9.99").expect("price") };
         Order::new(
             &UserId::parse("7c11e1ce2741").expect("id"),
             &ProductCode::parse("classic-box").expect("code"),
@@ -128,12 +117,7 @@ mod tests {
     fn the_event_payload_is_the_contract() {
         let order = sample();
         let payload = order.created_payload();
-        let keys: Vec<&str> = payload["order"]
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = payload["order"].as_object().expect("object").keys().map(String::as_str).collect();
         assert_eq!(keys.len(), 5, "{keys:?}");
         assert_eq!(payload["order"]["order_id"], order.id.to_string());
         assert_eq!(payload["order"]["customer_fullname"], "Ada Lovelace");
@@ -141,9 +125,6 @@ mod tests {
         assert_eq!(payload["order"]["total_amount"], serde_json::json!(9.99));
         let created = payload["order"]["created_at"].as_str().expect("string");
         assert!(created.ends_with('Z'), "{created}");
-        assert_eq!(
-            DateTime::parse_from_rfc3339(created).expect("rfc3339"),
-            order.created_at
-        );
+        assert_eq!(DateTime::parse_from_rfc3339(created).expect("rfc3339"), order.created_at);
     }
 }

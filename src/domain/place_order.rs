@@ -18,10 +18,7 @@ pub enum PlaceOrderError {
     #[error("product-service does not know this product")]
     UnknownProduct,
     #[error("{upstream}-service: {source}")]
-    Upstream {
-        upstream: Upstream,
-        source: UpstreamError,
-    },
+    Upstream { upstream: Upstream, source: UpstreamError },
     #[error("the order's deadline ran out waiting on the upstreams")]
     DeadlineExceeded,
     #[error(transparent)]
@@ -44,21 +41,12 @@ impl OrderService {
         store: Arc<dyn OrderStore>,
         deadline: Duration,
     ) -> Self {
-        Self {
-            users,
-            products,
-            store,
-            deadline,
-        }
+        Self { users, products, store, deadline }
     }
 
     /// Fetches both upstreams concurrently within the deadline; the first definitive failure
     /// drops (cancels) the other fetch. Then order and outbox row commit in one transaction.
-    pub async fn place_order(
-        &self,
-        user_id: &UserId,
-        product_code: &ProductCode,
-    ) -> Result<Order, PlaceOrderError> {
+    pub async fn place_order(&self, user_id: &UserId, product_code: &ProductCode) -> Result<Order, PlaceOrderError> {
         let deadline = Instant::now() + self.deadline;
         let user = async {
             match self.users.fetch(user_id.as_str(), deadline).await {
@@ -74,10 +62,9 @@ impl OrderService {
                 Err(source) => Err(upstream_failure(Upstream::Product, source)),
             }
         };
-        let (user, product) =
-            tokio::time::timeout_at(deadline, async { tokio::try_join!(user, product) })
-                .await
-                .map_err(|_| PlaceOrderError::DeadlineExceeded)??;
+        let (user, product) = tokio::time::timeout_at(deadline, async { tokio::try_join!(user, product) })
+            .await
+            .map_err(|_| PlaceOrderError::DeadlineExceeded)??;
         let order = Order::new(user_id, product_code, &user, &product);
         self.store.insert_order(&order).await?;
         Ok(order)
@@ -134,14 +121,11 @@ mod tests {
         }
     }
 
-    fn client<T: Send + 'static>(
+    fn client<T: Clone + Send + Sync + 'static>(
         delay: Duration,
         answer: Result<Option<T>, UpstreamError>,
         dropped: Arc<AtomicBool>,
-    ) -> UpstreamClient<T>
-    where
-        T: Clone + Sync,
-    {
+    ) -> UpstreamClient<T> {
         UpstreamClient::new(BoxCloneSyncService::new(tower::service_fn(move |_: UpstreamRequest| {
             let answer = answer.clone();
             let flag = DropFlag(Arc::clone(&dropped));
@@ -197,7 +181,10 @@ mod tests {
         let (user_id, code) = ids();
         let result = service(users, products).place_order(&user_id, &code).await;
         assert!(
-            matches!(result, Err(PlaceOrderError::Upstream { upstream: Upstream::User, source: UpstreamError::ServerError(500) })),
+            matches!(
+                result,
+                Err(PlaceOrderError::Upstream { upstream: Upstream::User, source: UpstreamError::ServerError(500) })
+            ),
             "{result:?}"
         );
     }

@@ -84,19 +84,8 @@ struct Spec {
 }
 
 impl Spec {
-    fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            slug,
-            title,
-            detail: detail.into(),
-            retry_after: None,
-        }
+    fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, slug, title, detail: detail.into(), retry_after: None }
     }
 
     fn retry_after(mut self, after: Duration) -> Self {
@@ -106,21 +95,20 @@ impl Spec {
 }
 
 impl ApiError {
+    /// The problem type's slug, also the `reason` label of `orders_failed_total`.
+    pub fn slug(&self) -> &'static str {
+        self.spec().slug
+    }
+
     fn spec(&self) -> Spec {
         use StatusCode as S;
         match self {
-            ApiError::MalformedRequest(why) => Spec::new(
-                S::BAD_REQUEST,
-                "malformed-request",
-                "Malformed request",
-                why.clone(),
-            ),
-            ApiError::PayloadTooLarge => Spec::new(
-                S::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-                self.to_string(),
-            ),
+            ApiError::MalformedRequest(why) => {
+                Spec::new(S::BAD_REQUEST, "malformed-request", "Malformed request", why.clone())
+            }
+            ApiError::PayloadTooLarge => {
+                Spec::new(S::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", self.to_string())
+            }
             ApiError::UnsupportedMediaType => Spec::new(
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -128,33 +116,18 @@ impl ApiError {
                 self.to_string(),
             ),
             ApiError::InvalidInput(errors) => {
-                let detail = errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                Spec::new(
-                    S::UNPROCESSABLE_ENTITY,
-                    "invalid-input",
-                    "Invalid input",
-                    detail,
-                )
+                let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect::<Vec<_>>().join("; ");
+                Spec::new(S::UNPROCESSABLE_ENTITY, "invalid-input", "Invalid input", detail)
             }
             ApiError::NotFound(what) => Spec::new(S::NOT_FOUND, "not-found", "Not found", *what),
-            ApiError::MethodNotAllowed => Spec::new(
-                S::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-                self.to_string(),
-            ),
+            ApiError::MethodNotAllowed => {
+                Spec::new(S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", self.to_string())
+            }
             ApiError::PlaceOrder(e) => place_order_spec(e),
             ApiError::Store(e) => store_spec(e),
-            ApiError::Internal(_) => Spec::new(
-                S::INTERNAL_SERVER_ERROR,
-                "internal-error",
-                "Internal error",
-                "an unexpected error occurred",
-            ),
+            ApiError::Internal(_) => {
+                Spec::new(S::INTERNAL_SERVER_ERROR, "internal-error", "Internal error", "an unexpected error occurred")
+            }
         }
     }
 }
@@ -162,39 +135,33 @@ impl ApiError {
 fn place_order_spec(error: &PlaceOrderError) -> Spec {
     use StatusCode as S;
     match error {
-        PlaceOrderError::UnknownUser => Spec::new(
-            S::UNPROCESSABLE_ENTITY,
-            "unknown-user",
-            "Unknown user",
-            error.to_string(),
-        ),
-        PlaceOrderError::UnknownProduct => Spec::new(
-            S::UNPROCESSABLE_ENTITY,
-            "unknown-product",
-            "Unknown product",
-            error.to_string(),
-        ),
-        PlaceOrderError::DeadlineExceeded => Spec::new(
-            S::GATEWAY_TIMEOUT,
-            "deadline-exceeded",
-            "Deadline exceeded",
-            error.to_string(),
-        ),
-        PlaceOrderError::Upstream {
-            source: UpstreamError::Timeout | UpstreamError::DeadlineExceeded,
-            ..
-        } => Spec::new(
-            S::GATEWAY_TIMEOUT,
-            "upstream-timeout",
-            "Upstream timed out",
-            error.to_string(),
-        ),
-        PlaceOrderError::Upstream { .. } => Spec::new(
-            S::BAD_GATEWAY,
-            "upstream-error",
-            "Upstream error",
-            error.to_string(),
-        ),
+        PlaceOrderError::UnknownUser => {
+            Spec::new(S::UNPROCESSABLE_ENTITY, "unknown-user", "Unknown user", error.to_string())
+        }
+        PlaceOrderError::UnknownProduct => {
+            Spec::new(S::UNPROCESSABLE_ENTITY, "unknown-product", "Unknown product", error.to_string())
+        }
+        PlaceOrderError::DeadlineExceeded => {
+            Spec::new(S::GATEWAY_TIMEOUT, "deadline-exceeded", "Deadline exceeded", error.to_string())
+        }
+        PlaceOrderError::Upstream { source: UpstreamError::Timeout | UpstreamError::DeadlineExceeded, .. } => {
+            Spec::new(S::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out", error.to_string())
+        }
+        PlaceOrderError::Upstream { source: UpstreamError::CircuitOpen { retry_after }, .. } => {
+            Spec::new(S::SERVICE_UNAVAILABLE, "circuit-open", "Circuit open", error.to_string())
+                .retry_after(*retry_after)
+        }
+        PlaceOrderError::Upstream { source: UpstreamError::BulkheadFull, .. } => {
+            Spec::new(S::SERVICE_UNAVAILABLE, "bulkhead-full", "Bulkhead full", error.to_string())
+                .retry_after(DEFAULT_RETRY_AFTER)
+        }
+        PlaceOrderError::Upstream { source: UpstreamError::RetryBudgetExhausted(_), .. } => {
+            Spec::new(S::SERVICE_UNAVAILABLE, "retry-budget-exhausted", "Retry budget exhausted", error.to_string())
+                .retry_after(DEFAULT_RETRY_AFTER)
+        }
+        PlaceOrderError::Upstream { .. } => {
+            Spec::new(S::BAD_GATEWAY, "upstream-error", "Upstream error", error.to_string())
+        }
         PlaceOrderError::Store(e) => store_spec(e),
     }
 }
@@ -234,19 +201,14 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (spec.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(after) = spec.retry_after {
             // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if spec.status.is_server_error() {
-            response
-                .extensions_mut()
-                .insert(ProblemCause(self.to_string()));
+            response.extensions_mut().insert(ProblemCause(self.to_string()));
         }
         response
     }
@@ -260,104 +222,44 @@ mod tests {
     async fn render(error: ApiError) -> (u16, Option<String>, serde_json::Value, bool) {
         let response = error.into_response();
         let status = response.status().as_u16();
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "application/problem+json"
-        );
-        let retry = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let retry = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let has_cause = response.extensions().get::<ProblemCause>().is_some();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .expect("body");
-        (
-            status,
-            retry,
-            serde_json::from_slice(&body).expect("problem json"),
-            has_cause,
-        )
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        (status, retry, serde_json::from_slice(&body).expect("problem json"), has_cause)
     }
 
     #[tokio::test]
     async fn each_failure_maps_to_the_design_table() {
-        let upstream = |source| {
-            ApiError::PlaceOrder(PlaceOrderError::Upstream {
-                upstream: Upstream::Product,
-                source,
-            })
-        };
+        let upstream = |source| ApiError::PlaceOrder(PlaceOrderError::Upstream { upstream: Upstream::Product, source });
         let cases: Vec<(ApiError, u16, &str, bool)> = vec![
-            (
-                ApiError::MalformedRequest("x".into()),
-                400,
-                "malformed-request",
-                false,
-            ),
+            (ApiError::MalformedRequest("x".into()), 400, "malformed-request", false),
             (ApiError::PayloadTooLarge, 413, "payload-too-large", false),
-            (
-                ApiError::UnsupportedMediaType,
-                415,
-                "unsupported-media-type",
-                false,
-            ),
+            (ApiError::UnsupportedMediaType, 415, "unsupported-media-type", false),
             (ApiError::InvalidInput(vec![]), 422, "invalid-input", false),
+            (PlaceOrderError::UnknownUser.into(), 422, "unknown-user", false),
+            (PlaceOrderError::UnknownProduct.into(), 422, "unknown-product", false),
+            (upstream(UpstreamError::ServerError(500)), 502, "upstream-error", false),
+            (upstream(UpstreamError::InvalidResponse("x".into())), 502, "upstream-error", false),
+            (upstream(UpstreamError::Connect("refused".into())), 502, "upstream-error", false),
+            (upstream(UpstreamError::Timeout), 504, "upstream-timeout", false),
+            (PlaceOrderError::DeadlineExceeded.into(), 504, "deadline-exceeded", false),
             (
-                PlaceOrderError::UnknownUser.into(),
-                422,
-                "unknown-user",
-                false,
-            ),
-            (
-                PlaceOrderError::UnknownProduct.into(),
-                422,
-                "unknown-product",
-                false,
-            ),
-            (
-                upstream(UpstreamError::ServerError(500)),
-                502,
-                "upstream-error",
-                false,
-            ),
-            (
-                upstream(UpstreamError::InvalidResponse("x".into())),
-                502,
-                "upstream-error",
-                false,
-            ),
-            (
-                upstream(UpstreamError::Connect("refused".into())),
-                502,
-                "upstream-error",
-                false,
-            ),
-            (
-                upstream(UpstreamError::Timeout),
-                504,
-                "upstream-timeout",
-                false,
-            ),
-            (
-                PlaceOrderError::DeadlineExceeded.into(),
-                504,
-                "deadline-exceeded",
-                false,
-            ),
-            (
-                StoreError::Unavailable(sqlx::Error::PoolTimedOut).into(),
+                upstream(UpstreamError::CircuitOpen { retry_after: Duration::from_millis(2500) }),
                 503,
-                "database-unavailable",
+                "circuit-open",
                 true,
             ),
+            (upstream(UpstreamError::BulkheadFull), 503, "bulkhead-full", true),
             (
-                StoreError::Query(sqlx::Error::RowNotFound).into(),
-                500,
-                "internal-error",
-                false,
+                upstream(UpstreamError::RetryBudgetExhausted(Box::new(UpstreamError::ServerError(500)))),
+                503,
+                "retry-budget-exhausted",
+                true,
             ),
+            (upstream(UpstreamError::UnexpectedStatus(400)), 502, "upstream-error", false),
+            (StoreError::Unavailable(sqlx::Error::PoolTimedOut).into(), 503, "database-unavailable", true),
+            (StoreError::Query(sqlx::Error::RowNotFound).into(), 500, "internal-error", false),
         ];
         for (error, status, slug, has_retry_after) in cases {
             let name = format!("{error:?}");
@@ -365,24 +267,15 @@ mod tests {
             assert_eq!(got, status, "{name}");
             assert_eq!(body["status"], status, "{name}");
             assert_eq!(body["type"], format!("/problems/{slug}"), "{name}");
-            assert!(
-                body["title"].is_string() && body["detail"].is_string(),
-                "{name}"
-            );
+            assert!(body["title"].is_string() && body["detail"].is_string(), "{name}");
             assert_eq!(retry.is_some(), has_retry_after, "{name}");
-            assert_eq!(
-                has_cause,
-                status >= 500,
-                "causes are kept for 5xx only: {name}"
-            );
+            assert_eq!(has_cause, status >= 500, "causes are kept for 5xx only: {name}");
         }
     }
 
     #[tokio::test]
     async fn internal_causes_stay_out_of_the_body() {
-        let error = ApiError::Store(StoreError::Query(sqlx::Error::Protocol(
-            "secret table xyz".into(),
-        )));
+        let error = ApiError::Store(StoreError::Query(sqlx::Error::Protocol("secret table xyz".into())));
         let (status, _, body, has_cause) = render(error).await;
         assert_eq!(status, 500);
         assert!(has_cause);
@@ -391,8 +284,16 @@ mod tests {
 
     #[tokio::test]
     async fn retry_after_is_whole_seconds_rounded_up() {
-        let (_, retry, _, _) =
-            render(StoreError::Unavailable(sqlx::Error::PoolTimedOut).into()).await;
+        let (_, retry, _, _) = render(StoreError::Unavailable(sqlx::Error::PoolTimedOut).into()).await;
         assert_eq!(retry.as_deref(), Some("1"));
+        let open = |ms| {
+            ApiError::PlaceOrder(PlaceOrderError::Upstream {
+                upstream: Upstream::Product,
+                source: UpstreamError::CircuitOpen { retry_after: Duration::from_millis(ms) },
+            })
+        };
+        assert_eq!(render(open(2500)).await.1.as_deref(), Some("3"));
+        assert_eq!(render(open(3000)).await.1.as_deref(), Some("3"));
+        assert_eq!(render(open(10)).await.1.as_deref(), Some("1"));
     }
 }

@@ -21,6 +21,19 @@ pub struct Ready {
     pub database: Component,
     /// `disabled` when no `AMQP_URL` is set: events then wait in the outbox.
     pub broker: Component,
+    /// Each upstream's breakers. An open breaker never makes the service unready: failing
+    /// fast is the service working as designed, and restarting it would not help.
+    pub breakers: Vec<BreakerReport>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreakerReport {
+    /// `user` or `product`.
+    pub upstream: &'static str,
+    /// The upstream-wide breaker: `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    /// Per-key breakers currently open or half-open.
+    pub keys_open: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,37 +59,28 @@ pub async fn live() -> Json<Live> {
 )]
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
     let database = match app.store.ping().await {
-        Ok(()) => Component {
-            status: "up",
-            detail: Some(app.store.backend().to_owned()),
-        },
-        Err(_) => Component {
-            status: "down",
-            detail: Some(app.store.backend().to_owned()),
-        },
+        Ok(()) => Component { status: "up", detail: Some(app.store.backend().to_owned()) },
+        Err(_) => Component { status: "down", detail: Some(app.store.backend().to_owned()) },
     };
     let broker = match app.amqp_configured {
-        false => Component {
-            status: "disabled",
-            detail: Some("AMQP_URL is not set; events wait in the outbox".into()),
-        },
-        true => Component {
-            status: "up",
-            detail: None,
-        },
+        false => {
+            Component { status: "disabled", detail: Some("AMQP_URL is not set; events wait in the outbox".into()) }
+        }
+        true => Component { status: "up", detail: None },
     };
+    let breakers = app
+        .breakers
+        .iter()
+        .map(|handle| {
+            let status = handle.status();
+            BreakerReport {
+                upstream: status.upstream.as_str(),
+                state: status.state.as_str(),
+                keys_open: status.keys_open,
+            }
+        })
+        .collect();
     let ok = database.status == "up";
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(Ready {
-            status: if ok { "ready" } else { "not_ready" },
-            database,
-            broker,
-        }),
-    )
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Ready { status: if ok { "ready" } else { "not_ready" }, database, broker, breakers }))
 }

@@ -19,8 +19,12 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use axum::extract::State;
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::domain::OrderService;
 use crate::storage::OrderStore;
+use crate::upstream::breaker::BreakerHandle;
 use error::ApiError;
 
 /// What every handler shares; cheap to clone.
@@ -29,6 +33,10 @@ pub struct AppState {
     pub orders: OrderService,
     pub store: Arc<dyn OrderStore>,
     pub amqp_configured: bool,
+    /// Each upstream's breakers, for readiness.
+    pub breakers: Vec<BreakerHandle>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 /// The whole API. Layers, outermost first: request id (kept if the client sent one) →
@@ -36,15 +44,13 @@ pub struct AppState {
 pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
-        .route(
-            "/v1/orders",
-            post(orders::create_order).get(orders::list_orders),
-        )
+        .route("/v1/orders", post(orders::create_order).get(orders::list_orders))
         .route("/v1/order", post(orders::create_order_legacy))
         .route("/v1/orders/{id}", get(orders::get_order))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::NotFound("no such resource") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit_bytes))
@@ -65,4 +71,9 @@ fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response<axum::body
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".to_owned());
     ApiError::Internal(message).into_response()
+}
+
+/// Prometheus text exposition, on the API port (see the README for why).
+async fn render_metrics(State(app): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }

@@ -24,10 +24,7 @@ pub struct ApiDoc;
 /// Prometheus text exposition of every metric in DESIGN.md.
 #[utoipa::path(get, path = "/metrics", tag = "telemetry",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-#[expect(
-    dead_code,
-    reason = "documents the /metrics route, which telemetry serves"
-)]
+#[expect(dead_code, reason = "documents the /metrics route, which telemetry serves")]
 fn metrics_doc() {}
 
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

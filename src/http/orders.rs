@@ -14,6 +14,7 @@ use super::extract::{JsonBody, QueryParams};
 use crate::domain::order::rfc3339;
 use crate::domain::{Order, ProductCode, UserId, ids};
 use crate::storage::{ListFilter, MAX_PAGE};
+use crate::telemetry::metrics;
 
 /// Page size when `limit` is not given.
 const DEFAULT_PAGE: u32 = 20;
@@ -81,24 +82,15 @@ pub struct ListParams {
 
 /// Parses both ids, reporting every bad field at once.
 fn parse_order_ids(body: &CreateOrder) -> Result<(UserId, ProductCode), ApiError> {
-    match (
-        UserId::parse(&body.user_id),
-        ProductCode::parse(&body.product_code),
-    ) {
+    match (UserId::parse(&body.user_id), ProductCode::parse(&body.product_code)) {
         (Ok(user), Ok(product)) => Ok((user, product)),
         (user, product) => {
             let mut errors = Vec::new();
             if let Err(e) = user {
-                errors.push(FieldError {
-                    field: "user_id",
-                    reason: e.to_string(),
-                });
+                errors.push(FieldError { field: "user_id", reason: e.to_string() });
             }
             if let Err(e) = product {
-                errors.push(FieldError {
-                    field: "product_code",
-                    reason: e.to_string(),
-                });
+                errors.push(FieldError { field: "product_code", reason: e.to_string() });
             }
             Err(ApiError::InvalidInput(errors))
         }
@@ -126,15 +118,19 @@ pub async fn create_order(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<CreateOrder>,
 ) -> Result<Response, ApiError> {
-    let (user_id, product_code) = parse_order_ids(&body)?;
-    let order = app.orders.place_order(&user_id, &product_code).await?;
+    let placed = place(&app, &body).await;
+    match &placed {
+        Ok(_) => metrics::order_created(),
+        Err(error) => metrics::order_failed(error.slug()),
+    }
+    let order = placed?;
     let location = format!("/v1/orders/{}", order.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(OrderResponse::from(order)),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(OrderResponse::from(order))).into_response())
+}
+
+async fn place(app: &AppState, body: &CreateOrder) -> Result<Order, ApiError> {
+    let (user_id, product_code) = parse_order_ids(body)?;
+    Ok(app.orders.place_order(&user_id, &product_code).await?)
 }
 
 /// The older path of `POST /v1/orders`, same contract.
@@ -146,10 +142,7 @@ pub async fn create_order(
               (status = "4XX", description = "As POST /v1/orders", body = Problem, content_type = "application/problem+json"),
               (status = "5XX", description = "As POST /v1/orders", body = Problem, content_type = "application/problem+json"))
 )]
-pub async fn create_order_legacy(
-    state: State<AppState>,
-    body: JsonBody<CreateOrder>,
-) -> Result<Response, ApiError> {
+pub async fn create_order_legacy(state: State<AppState>, body: JsonBody<CreateOrder>) -> Result<Response, ApiError> {
     create_order(state, body).await
 }
 
@@ -163,17 +156,10 @@ pub async fn create_order_legacy(
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_order(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<OrderResponse>, ApiError> {
+pub async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderResponse>, ApiError> {
     const MISSING: &str = "no order with this id";
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(MISSING))?;
-    let order = app
-        .store
-        .get_order(id)
-        .await?
-        .ok_or(ApiError::NotFound(MISSING))?;
+    let order = app.store.get_order(id).await?.ok_or(ApiError::NotFound(MISSING))?;
     Ok(Json(order.into()))
 }
 
@@ -195,56 +181,34 @@ pub async fn list_orders(
     let filter = list_filter(params)?;
     let limit = filter.limit as usize;
     // One extra row tells whether another page exists, so `next_after` is exact.
-    let mut orders = app
-        .store
-        .list_orders(&ListFilter {
-            limit: filter.limit + 1,
-            ..filter
-        })
-        .await?;
+    let mut orders = app.store.list_orders(&ListFilter { limit: filter.limit + 1, ..filter }).await?;
     let next_after = (orders.len() > limit).then(|| {
         orders.truncate(limit);
         orders.last().map(|o| o.id.to_string())
     });
-    Ok(Json(OrderPage {
-        items: orders.into_iter().map(Into::into).collect(),
-        next_after: next_after.flatten(),
-    }))
+    Ok(Json(OrderPage { items: orders.into_iter().map(Into::into).collect(), next_after: next_after.flatten() }))
 }
 
 fn list_filter(params: ListParams) -> Result<ListFilter, ApiError> {
     let mut errors = Vec::new();
     if let Some(Err(e)) = params.user_id.as_deref().map(ids::check_id) {
-        errors.push(FieldError {
-            field: "user_id",
-            reason: e.to_string(),
-        });
+        errors.push(FieldError { field: "user_id", reason: e.to_string() });
     }
     let after = match params.after.as_deref().map(Uuid::parse_str) {
         Some(Err(_)) => {
-            errors.push(FieldError {
-                field: "after",
-                reason: "must be an order id from next_after".into(),
-            });
+            errors.push(FieldError { field: "after", reason: "must be an order id from next_after".into() });
             None
         }
         after => after.and_then(Result::ok),
     };
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 {
-        errors.push(FieldError {
-            field: "limit",
-            reason: "must be at least 1".into(),
-        });
+        errors.push(FieldError { field: "limit", reason: "must be at least 1".into() });
     }
     if !errors.is_empty() {
         return Err(ApiError::InvalidInput(errors));
     }
-    Ok(ListFilter {
-        user_id: params.user_id,
-        after,
-        limit: limit.min(MAX_PAGE),
-    })
+    Ok(ListFilter { user_id: params.user_id, after, limit: limit.min(MAX_PAGE) })
 }
 
 #[cfg(test)]
@@ -252,32 +216,18 @@ mod tests {
     use super::*;
 
     fn params(user_id: Option<&str>, limit: Option<u32>, after: Option<&str>) -> ListParams {
-        ListParams {
-            user_id: user_id.map(Into::into),
-            limit,
-            after: after.map(Into::into),
-        }
+        ListParams { user_id: user_id.map(Into::into), limit, after: after.map(Into::into) }
     }
 
     #[test]
     fn limit_defaults_and_is_capped() {
-        assert_eq!(
-            list_filter(params(None, None, None)).map(|f| f.limit).ok(),
-            Some(DEFAULT_PAGE)
-        );
-        assert_eq!(
-            list_filter(params(None, Some(5000), None))
-                .map(|f| f.limit)
-                .ok(),
-            Some(MAX_PAGE)
-        );
+        assert_eq!(list_filter(params(None, None, None)).map(|f| f.limit).ok(), Some(DEFAULT_PAGE));
+        assert_eq!(list_filter(params(None, Some(5000), None)).map(|f| f.limit).ok(), Some(MAX_PAGE));
     }
 
     #[test]
     fn every_bad_list_parameter_is_reported() {
-        let Err(ApiError::InvalidInput(errors)) =
-            list_filter(params(Some("../x"), Some(0), Some("nope")))
-        else {
+        let Err(ApiError::InvalidInput(errors)) = list_filter(params(Some("../x"), Some(0), Some("nope"))) else {
             panic!("expected invalid input");
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
@@ -286,10 +236,7 @@ mod tests {
 
     #[test]
     fn both_bad_ids_are_reported_together() {
-        let body = CreateOrder {
-            user_id: "".into(),
-            product_code: "a/b".into(),
-        };
+        let body = CreateOrder { user_id: "".into(), product_code: "a/b".into() };
         let Err(ApiError::InvalidInput(errors)) = parse_order_ids(&body) else {
             panic!("expected invalid input");
         };

@@ -53,29 +53,18 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) {
-            StoreError::Unavailable(error)
-        } else {
-            StoreError::Query(error)
-        }
+        if is_unavailable(&error) { StoreError::Unavailable(error) } else { StoreError::Query(error) }
     }
 }
 
 fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // PostgreSQL: connection exceptions (08…), shutting down / cannot connect now (57P…),
             // too many connections (53300). SQLite: busy / locked (5, 6).
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || code == "53300"
-                || code == "5"
-                || code == "6"
+            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "5" || code == "6"
         }
         _ => false,
     }
@@ -103,18 +92,9 @@ mod tests {
 
     #[test]
     fn pool_exhaustion_and_io_are_unavailable_not_bugs() {
-        assert!(matches!(
-            StoreError::from(sqlx::Error::PoolTimedOut),
-            StoreError::Unavailable(_)
-        ));
+        assert!(matches!(StoreError::from(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(matches!(
-            StoreError::from(sqlx::Error::Io(io)),
-            StoreError::Unavailable(_)
-        ));
-        assert!(matches!(
-            StoreError::from(sqlx::Error::RowNotFound),
-            StoreError::Query(_)
-        ));
+        assert!(matches!(StoreError::from(sqlx::Error::Io(io)), StoreError::Unavailable(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::RowNotFound), StoreError::Query(_)));
     }
 }

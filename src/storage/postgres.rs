@@ -29,10 +29,7 @@ impl PgStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::from(sqlx::Error::from(e)))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::from(sqlx::Error::from(e)))?;
         Ok(Self { pool })
     }
 
@@ -72,10 +69,8 @@ impl OrderStore for PgStore {
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
-        let row: Option<OrderRow> = sqlx::query_as(concat!(select_orders!(), " WHERE o.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<OrderRow> =
+            sqlx::query_as(concat!(select_orders!(), " WHERE o.id = $1")).bind(id).fetch_optional(&self.pool).await?;
         row.map(Order::try_from).transpose()
     }
 

@@ -32,21 +32,14 @@ impl SqliteStore {
         // An in-memory database lives as long as its one connection.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory {
-                1
-            } else {
-                settings.max_connections
-            })
+            .max_connections(if in_memory { 1 } else { settings.max_connections })
             .min_connections(u32::from(in_memory))
             .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
             .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::from(sqlx::Error::from(e)))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::from(sqlx::Error::from(e)))?;
         Ok(Self { pool })
     }
 
@@ -86,10 +79,8 @@ impl OrderStore for SqliteStore {
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
-        let row: Option<OrderRow> = sqlx::query_as(concat!(select_orders!(), " WHERE o.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<OrderRow> =
+            sqlx::query_as(concat!(select_orders!(), " WHERE o.id = ?")).bind(id).fetch_optional(&self.pool).await?;
         row.map(Order::try_from).transpose()
     }
 

@@ -1,4 +1,8 @@
-//! How an upstream call can fail, and what each failure means for retries and metrics.
+//! How an upstream call can fail, and what each failure means for retries, breakers and metrics.
+
+use std::time::Duration;
+
+use super::breaker::Verdict;
 
 /// One failed upstream call, after the stack has done what it can.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,12 +16,24 @@ pub enum UpstreamError {
     /// Connection refused, reset or lost before an answer.
     #[error("connection failed: {0}")]
     Connect(String),
-    /// An answer we cannot use: unexpected status, bad JSON, missing fields, too large.
+    /// A 200 we cannot use: bad JSON, missing fields, too large. Worth another attempt.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
+    /// A 4xx other than 404: retrying the same request would get the same answer.
+    #[error("unexpected HTTP {0}")]
+    UnexpectedStatus(u16),
     /// The order's deadline ran out inside the stack.
     #[error("the order's deadline ran out")]
     DeadlineExceeded,
+    /// Refused locally by an open circuit breaker: no request was sent.
+    #[error("circuit open; retry in {}ms", retry_after.as_millis())]
+    CircuitOpen { retry_after: Duration },
+    /// Refused locally: the upstream's bulkhead (concurrent calls) is full.
+    #[error("bulkhead full")]
+    BulkheadFull,
+    /// A retry was due but the retry budget is spent: the last attempt's error is kept.
+    #[error("retry budget exhausted after: {0}")]
+    RetryBudgetExhausted(Box<UpstreamError>),
 }
 
 impl UpstreamError {
@@ -27,7 +43,68 @@ impl UpstreamError {
             UpstreamError::ServerError(_) => "server_error",
             UpstreamError::Timeout | UpstreamError::DeadlineExceeded => "timeout",
             UpstreamError::Connect(_) => "connect_error",
-            UpstreamError::InvalidResponse(_) => "invalid_response",
+            UpstreamError::InvalidResponse(_) | UpstreamError::UnexpectedStatus(_) => "invalid_response",
+            UpstreamError::CircuitOpen { .. } => "rejected_open",
+            UpstreamError::BulkheadFull => "rejected_bulkhead",
+            UpstreamError::RetryBudgetExhausted(last) => last.outcome(),
+        }
+    }
+
+    /// Whether another attempt may help: connect errors, timeouts, 5xx and unusable bodies.
+    /// Never a 4xx, never a local refusal (breaker, bulkhead, budget, deadline).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::ServerError(_)
+                | UpstreamError::Timeout
+                | UpstreamError::Connect(_)
+                | UpstreamError::InvalidResponse(_)
+        )
+    }
+
+    /// What this attempt says about the upstream's health; `None` when it says nothing
+    /// (refused locally before any request was sent).
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self {
+            UpstreamError::Connect(_) => Some(Verdict::Unreachable),
+            UpstreamError::ServerError(_) | UpstreamError::Timeout | UpstreamError::InvalidResponse(_) => {
+                Some(Verdict::Failed)
+            }
+            // The upstream answered, consistently: our request, not its health.
+            UpstreamError::UnexpectedStatus(_) => Some(Verdict::Healthy),
+            UpstreamError::DeadlineExceeded
+            | UpstreamError::CircuitOpen { .. }
+            | UpstreamError::BulkheadFull
+            | UpstreamError::RetryBudgetExhausted(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        use UpstreamError as E;
+        let open = E::CircuitOpen { retry_after: Duration::from_secs(1) };
+        // (error, retryable, verdict, outcome)
+        let table = [
+            (E::ServerError(500), true, Some(Verdict::Failed), "server_error"),
+            (E::ServerError(429), true, Some(Verdict::Failed), "server_error"),
+            (E::Timeout, true, Some(Verdict::Failed), "timeout"),
+            (E::Connect("refused".into()), true, Some(Verdict::Unreachable), "connect_error"),
+            (E::InvalidResponse("json".into()), true, Some(Verdict::Failed), "invalid_response"),
+            (E::UnexpectedStatus(400), false, Some(Verdict::Healthy), "invalid_response"),
+            (E::DeadlineExceeded, false, None, "timeout"),
+            (open, false, None, "rejected_open"),
+            (E::BulkheadFull, false, None, "rejected_bulkhead"),
+            (E::RetryBudgetExhausted(Box::new(E::ServerError(503))), false, None, "server_error"),
+        ];
+        for (error, retryable, verdict, outcome) in table {
+            assert_eq!(error.is_retryable(), retryable, "{error:?}");
+            assert_eq!(error.verdict(), verdict, "{error:?}");
+            assert_eq!(error.outcome(), outcome, "{error:?}");
         }
     }
 }

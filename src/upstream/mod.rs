@@ -1,11 +1,16 @@
 //! Clients for user-service and product-service: typed wire formats over one tower stack each.
 //!
-//! - [`transport`] — the innermost `Service`, one pooled HTTP GET whose answer is classified.
 //! - [`stack`] — composes the layers around the transport, top to bottom, per upstream.
-//! - [`user`], [`product`]: each upstream's wire format.
+//! - [`deadline`], [`retry`], [`observe`], [`breaker`] — the layers of our own making.
+//! - [`transport`] — the innermost `Service`, one pooled HTTP GET whose answer is classified.
+//! - [`user`], [`product`] — each upstream's wire format.
 
+pub mod breaker;
+pub mod deadline;
 pub mod error;
+pub mod observe;
 pub mod product;
+pub mod retry;
 pub mod stack;
 pub mod transport;
 pub mod user;
@@ -56,6 +61,8 @@ pub struct UpstreamRequest {
     pub key: String,
     /// When the whole order gives up; no layer waits or retries past it.
     pub deadline: Instant,
+    /// 1 for the first attempt; the retry layer counts up.
+    pub attempt: u32,
 }
 
 /// A typed client: `Ok(None)` is the upstream's 404 ("unknown"), a healthy answer.
@@ -65,9 +72,7 @@ pub struct UpstreamClient<T> {
 
 impl<T> Clone for UpstreamClient<T> {
     fn clone(&self) -> Self {
-        Self {
-            service: self.service.clone(),
-        }
+        Self { service: self.service.clone() }
     }
 }
 
@@ -77,10 +82,7 @@ impl<T: 'static> UpstreamClient<T> {
     }
 
     pub async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {
-        let request = UpstreamRequest {
-            key: key.to_owned(),
-            deadline,
-        };
+        let request = UpstreamRequest { key: key.to_owned(), deadline, attempt: 1 };
         self.service.clone().oneshot(request).await
     }
 }

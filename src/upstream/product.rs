@@ -15,12 +15,8 @@ struct Wire {
 impl Decode for Product {
     fn decode(body: &[u8]) -> Result<Self, String> {
         let wire: Wire = serde_json::from_slice(body).map_err(|e| format!("product: {e}"))?;
-        let price = Money::parse_decimal(&wire.price.to_string())
-            .map_err(|e| format!("product price: {e}"))?;
-        Ok(Product {
-            name: wire.name,
-            price,
-        })
+        let price = Money::parse_decimal(&wire.price.to_string()).map_err(|e| format!("product price: {e}"))?;
+        Ok(Product { name: wire.name, price })
     }
 }
 
@@ -30,13 +26,8 @@ mod tests {
 
     #[test]
     fn decodes_the_price_exactly() {
-        let product =
-            Product::decode(br#"{"code":"classic-box","name":"Classic Box","price":9.99}"#)
-                .expect("valid");
-        assert_eq!(
-            (product.name.as_str(), product.price.cents()),
-            ("Classic Box", 999)
-        );
+        let product = Product::decode(br#"{"code":"classic-box","name":"Classic Box","price":9.99}"#).expect("valid");
+        assert_eq!((product.name.as_str(), product.price.cents()), ("Classic Box", 999));
     }
 
     #[test]

@@ -1,14 +1,75 @@
-//! The one place where an upstream's service stack is composed, outermost layer first.
+//! The one place where an upstream's service stack is composed. Read it top to bottom, the
+//! way a lookup travels:
+//!
+//! deadline ▸ retry ▸ observe ▸ circuit breaker ▸ bulkhead ▸ attempt timeout ▸ reqwest
+//!
+//! - deadline: the order's remaining budget bounds everything below, backoff included;
+//! - retry: only connect errors, timeouts, 5xx and unusable bodies, within a shared budget;
+//! - observe: one metric sample per attempt, local refusals included;
+//! - breaker: every attempt is one health sample, per key and for the whole upstream;
+//! - bulkhead: at most `max_concurrent` calls in flight, the rest refused at once, so a slow
+//!   upstream cannot hold every connection and task;
+//! - attempt timeout: no single attempt waits longer than `attempt_timeout`.
+
+use std::time::Duration;
 
 use reqwest::Url;
-use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder};
 
+use super::breaker::{BreakerHandle, KeyedConfig};
+use super::deadline::DeadlineLayer;
+use super::observe::ObserveLayer;
+use super::retry::{Backoff, RetryPolicy};
 use super::transport::Transport;
-use super::{Decode, Upstream, UpstreamClient};
+use super::{Decode, Upstream, UpstreamClient, UpstreamError};
 
-/// Builds the client for one upstream over the shared HTTP client.
-pub fn build<T: Decode>(http: reqwest::Client, upstream: Upstream, base: Url) -> UpstreamClient<T> {
-    let service = ServiceBuilder::new().service(Transport::<T>::new(http, base, upstream));
-    UpstreamClient::new(BoxCloneSyncService::new(service))
+/// Resilience settings of one upstream (README: `USER_*` / `PRODUCT_*` variables).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackConfig {
+    pub attempt_timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub retry_budget_percent: u32,
+    pub retry_budget_min_per_sec: u32,
+    pub max_concurrent: usize,
+    pub breaker: KeyedConfig,
+}
+
+/// Builds one upstream's client over the shared HTTP client; the handle reads its breakers.
+pub fn build<T: Decode>(
+    http: reqwest::Client,
+    upstream: Upstream,
+    base: Url,
+    config: &StackConfig,
+) -> (UpstreamClient<T>, BreakerHandle) {
+    let breakers = BreakerHandle::new(upstream, config.breaker.clone());
+    let retry = RetryPolicy::new(
+        upstream,
+        config.max_attempts,
+        config.backoff,
+        config.retry_budget_percent,
+        config.retry_budget_min_per_sec,
+    );
+    let service = ServiceBuilder::new()
+        .layer(DeadlineLayer)
+        .retry(retry)
+        .layer(ObserveLayer::new(upstream))
+        .layer(breakers.layer())
+        .map_err(from_tower)
+        .load_shed()
+        .concurrency_limit(config.max_concurrent)
+        .timeout(config.attempt_timeout)
+        .service(Transport::<T>::new(http, base, upstream));
+    (UpstreamClient::new(BoxCloneSyncService::new(service)), breakers)
+}
+
+/// tower's layers speak `BoxError`; turn their errors back into ours.
+fn from_tower(error: BoxError) -> UpstreamError {
+    match error.downcast::<UpstreamError>() {
+        Ok(ours) => *ours,
+        Err(error) if error.is::<tower::load_shed::error::Overloaded>() => UpstreamError::BulkheadFull,
+        Err(error) if error.is::<tower::timeout::error::Elapsed>() => UpstreamError::Timeout,
+        Err(error) => UpstreamError::Connect(error.to_string()),
+    }
 }

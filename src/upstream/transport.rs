@@ -54,12 +54,7 @@ impl<T> Clone for Transport<T> {
 
 impl<T> Transport<T> {
     pub fn new(client: reqwest::Client, base: Url, upstream: Upstream) -> Self {
-        Self {
-            client,
-            base,
-            collection: upstream.collection(),
-            _decodes: PhantomData,
-        }
+        Self { client, base, collection: upstream.collection(), _decodes: PhantomData }
     }
 
     /// The key is pushed as one path segment, so it is percent-encoded whatever it holds.
@@ -88,17 +83,13 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
             match response.status() {
                 StatusCode::OK => {
                     let body = read_body(response).await?;
-                    T::decode(&body)
-                        .map(Some)
-                        .map_err(UpstreamError::InvalidResponse)
+                    T::decode(&body).map(Some).map_err(UpstreamError::InvalidResponse)
                 }
                 StatusCode::NOT_FOUND => Ok(None),
                 status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
                     Err(UpstreamError::ServerError(status.as_u16()))
                 }
-                status => Err(UpstreamError::InvalidResponse(format!(
-                    "unexpected HTTP {status}"
-                ))),
+                status => Err(UpstreamError::InvalidResponse(format!("unexpected HTTP {status}"))),
             }
         })
     }
@@ -115,15 +106,11 @@ fn classify_send_error(error: reqwest::Error) -> UpstreamError {
 
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
     let mut body = Vec::with_capacity(512);
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| UpstreamError::InvalidResponse(format!("body: {}", e.without_url())))?
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| UpstreamError::InvalidResponse(format!("body: {}", e.without_url())))?
     {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(UpstreamError::InvalidResponse(format!(
-                "body over {MAX_BODY_BYTES} bytes"
-            )));
+            return Err(UpstreamError::InvalidResponse(format!("body over {MAX_BODY_BYTES} bytes")));
         }
         body.extend_from_slice(&chunk);
     }
@@ -145,13 +132,7 @@ mod tests {
     fn keys_are_one_encoded_path_segment() {
         let base = Url::parse("http://127.0.0.1:8082/api/").expect("url");
         let t = Transport::<Anything>::new(reqwest::Client::new(), base, Upstream::User);
-        assert_eq!(
-            t.url_for("7c11e1ce2741").as_str(),
-            "http://127.0.0.1:8082/api/users/7c11e1ce2741"
-        );
-        assert_eq!(
-            t.url_for("../x?y").as_str(),
-            "http://127.0.0.1:8082/api/users/..%2Fx%3Fy"
-        );
+        assert_eq!(t.url_for("7c11e1ce2741").as_str(), "http://127.0.0.1:8082/api/users/7c11e1ce2741");
+        assert_eq!(t.url_for("../x?y").as_str(), "http://127.0.0.1:8082/api/users/..%2Fx%3Fy");
     }
 }

@@ -21,32 +21,15 @@ async fn readiness_reports_the_database_and_the_disabled_broker(backend: Backend
     };
     assert_eq!(body["database"]["detail"], expected_backend);
     assert_eq!(body["broker"]["status"], "disabled");
-    assert!(
-        !body.to_string().contains("postgres://"),
-        "no URLs in health: {body}"
-    );
+    assert!(!body.to_string().contains("postgres://"), "no URLs in health: {body}");
 }
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = TestApp::builder(Backend::Sqlite).spawn().await;
     let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
-    assert!(
-        doc["openapi"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("3.1"),
-        "{}",
-        doc["openapi"]
-    );
-    for path in [
-        "/v1/orders",
-        "/v1/order",
-        "/v1/orders/{id}",
-        "/health/live",
-        "/health/ready",
-        "/metrics",
-    ] {
+    assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3.1"), "{}", doc["openapi"]);
+    for path in ["/v1/orders", "/v1/order", "/v1/orders/{id}", "/health/live", "/health/ready", "/metrics"] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
     let create = &doc["paths"]["/v1/orders"]["post"]["responses"];

@@ -14,8 +14,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// PostgreSQL where test databases are created; each test gets `test_<uuid>` of its own.
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,32 +39,18 @@ impl TestDb {
                 let admin = postgres_admin_url();
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await
-                    .unwrap_or_else(|e| {
-                        panic!("PostgreSQL must be running for the tests ({admin}): {e}")
-                    });
+                    .unwrap_or_else(|e| panic!("PostgreSQL must be running for the tests ({admin}): {e}"));
                 conn.execute(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
                     .await
                     .expect("create test database");
-                let base = admin
-                    .rsplit_once('/')
-                    .map_or(admin.as_str(), |(base, _)| base);
-                Self {
-                    backend,
-                    url: format!("{base}/{name}"),
-                    name,
-                    file: None,
-                }
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+                Self { backend, url: format!("{base}/{name}"), name, file: None }
             }
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join("order-service-tests");
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let file = dir.join(format!("{name}.db"));
-                Self {
-                    backend,
-                    url: format!("sqlite://{}", file.display()),
-                    name,
-                    file: Some(file),
-                }
+                Self { backend, url: format!("sqlite://{}", file.display()), name, file: Some(file) }
             }
         }
     }
@@ -74,15 +59,11 @@ impl TestDb {
     pub async fn execute(&self, sql: &str) {
         match self.backend {
             Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
                 conn.execute(AssertSqlSafe(sql)).await.expect(sql);
             }
             Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
                 conn.execute(AssertSqlSafe(sql)).await.expect(sql);
             }
         }
@@ -90,29 +71,18 @@ impl TestDb {
 
     /// `SELECT count(*)` of a table, straight from the database.
     pub async fn count(&self, table: &str) -> i64 {
-        self.scalar_i64(&format!("SELECT count(*) FROM {table}"))
-            .await
+        self.scalar_i64(&format!("SELECT count(*) FROM {table}")).await
     }
 
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
         match self.backend {
             Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(AssertSqlSafe(sql))
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect(sql)
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect(sql)
             }
             Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(AssertSqlSafe(sql))
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect(sql)
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect(sql)
             }
         }
     }
@@ -120,22 +90,12 @@ impl TestDb {
     pub async fn scalar_text(&self, sql: &str) -> String {
         match self.backend {
             Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(AssertSqlSafe(sql))
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect(sql)
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect(sql)
             }
             Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(AssertSqlSafe(sql))
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect(sql)
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
+                sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect(sql)
             }
         }
     }
@@ -152,19 +112,13 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside any async context we can rely on: use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = conn
-                        .execute(AssertSqlSafe(format!(
-                            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
-                        )))
-                        .await;
+                    let _ =
+                        conn.execute(AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))).await;
                 }
             });
         })
@@ -177,27 +131,17 @@ pub enum Upstreams {
     /// The project's simulator with the fault table of DESIGN.md.
     Simulator(RunningSim),
     /// wiremock servers, for counting requests or shaping answers.
-    Mock {
-        users: MockServer,
-        products: MockServer,
-    },
+    Mock { users: MockServer, products: MockServer },
 }
 
 impl Upstreams {
     pub async fn simulator() -> Self {
-        Upstreams::Simulator(
-            upstream_sim::spawn(SimConfig::ephemeral())
-                .await
-                .expect("simulator"),
-        )
+        Upstreams::Simulator(upstream_sim::spawn(SimConfig::ephemeral()).await.expect("simulator"))
     }
 
     /// Empty wiremock servers: every request gets 404 until a test mounts a mock.
     pub async fn mock() -> Self {
-        Upstreams::Mock {
-            users: MockServer::start().await,
-            products: MockServer::start().await,
-        }
+        Upstreams::Mock { users: MockServer::start().await, products: MockServer::start().await }
     }
 
     fn urls(&self) -> (String, String) {
@@ -265,11 +209,7 @@ pub struct TestAppBuilder {
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder {
-            backend,
-            env: HashMap::new(),
-            upstreams: None,
-        }
+        TestAppBuilder { backend, env: HashMap::new(), upstreams: None }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -319,21 +259,13 @@ impl TestAppBuilder {
         ]);
         env.extend(self.env);
         let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
-        let app = Application::build(config)
-            .await
-            .expect("application starts");
+        let app = Application::build(config).await.expect("application starts");
         let addr = app.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        TestApp {
-            addr,
-            http: reqwest::Client::new(),
-            db,
-            upstreams,
-            stop: Some(stop),
-        }
+        TestApp { addr, http: reqwest::Client::new(), db, upstreams, stop: Some(stop) }
     }
 }
 
@@ -348,15 +280,8 @@ impl Drop for TestApp {
 /// Reads a problem+json response, checking its media type and shape.
 pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/problem+json"),
-        "status {status}"
-    );
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"), "status {status}");
     let body: serde_json::Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status);
     for field in ["type", "title", "detail"] {
@@ -376,4 +301,50 @@ macro_rules! on_both_backends {
             $( #[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
         }
     };
+}
+
+impl TestApp {
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.expect("metrics text")
+    }
+
+    /// `GET /health/ready` as JSON.
+    pub async fn ready(&self) -> serde_json::Value {
+        self.get("/health/ready").await.json().await.expect("readiness json")
+    }
+
+    /// The upstream-wide breaker state and open per-key breakers of one upstream.
+    pub async fn breaker(&self, upstream: &str) -> (String, u64) {
+        let ready = self.ready().await;
+        let breakers = ready["breakers"].as_array().expect("breakers");
+        let entry = breakers.iter().find(|b| b["upstream"] == upstream).expect("upstream listed");
+        (entry["state"].as_str().unwrap_or_default().to_owned(), entry["keys_open"].as_u64().unwrap_or_default())
+    }
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels` (0 when none).
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let has_all = labels.iter().all(|(k, v)| label_text.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            has_all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
 }

@@ -5,5 +5,6 @@ mod health;
 mod helpers;
 mod migrations;
 mod orders;
+mod resilience;
 mod use_cases;
 mod validation;

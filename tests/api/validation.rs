@@ -5,35 +5,16 @@ use serde_json::json;
 use crate::helpers::{Backend, TestApp, Upstreams, problem};
 
 async fn app() -> TestApp {
-    TestApp::builder(Backend::Sqlite)
-        .upstreams(Upstreams::mock().await)
-        .spawn()
-        .await
+    TestApp::builder(Backend::Sqlite).upstreams(Upstreams::mock().await).spawn().await
 }
 
 #[tokio::test]
 async fn ids_that_could_escape_a_url_path_are_refused_before_any_upstream_call() {
     let app = app().await;
     let long = "a".repeat(65);
-    let bad = [
-        "",
-        "../admin",
-        "%2e%2e",
-        "a?b=1",
-        "a/b",
-        "a b",
-        "a\nb",
-        "a\u{7}b",
-        long.as_str(),
-        "..",
-        "a#b",
-        "ü",
-    ];
+    let bad = ["", "../admin", "%2e%2e", "a?b=1", "a/b", "a b", "a\nb", "a\u{7}b", long.as_str(), "..", "a#b", "ü"];
     for id in bad {
-        for (user_id, product_code, field) in [
-            (id, "classic-box", "user_id"),
-            ("7c11e1ce2741", id, "product_code"),
-        ] {
+        for (user_id, product_code, field) in [(id, "classic-box", "user_id"), ("7c11e1ce2741", id, "product_code")] {
             let response = app.post_order(user_id, product_code).await;
             let (status, body) = problem(response).await;
             assert_eq!(status, 422, "{field}={id:?}");
@@ -41,11 +22,7 @@ async fn ids_that_could_escape_a_url_path_are_refused_before_any_upstream_call()
             assert_eq!(body["errors"][0]["field"], field, "{body}");
         }
     }
-    assert_eq!(
-        app.upstreams.received().await,
-        0,
-        "no upstream request for invalid ids"
-    );
+    assert_eq!(app.upstreams.received().await, 0, "no upstream request for invalid ids");
 }
 
 #[tokio::test]
@@ -53,10 +30,7 @@ async fn malformed_bodies_are_400_problems() {
     let app = app().await;
     let cases = [
         ("not json", "{"),
-        (
-            "wrong type",
-            r#"{"user_id": 7, "product_code": "classic-box"}"#,
-        ),
+        ("wrong type", r#"{"user_id": 7, "product_code": "classic-box"}"#),
         ("missing field", r#"{"user_id": "7c11e1ce2741"}"#),
         ("not an object", r#"["7c11e1ce2741", "classic-box"]"#),
         ("null", "null"),
@@ -105,9 +79,7 @@ async fn an_oversized_body_is_413_and_not_read() {
     let response = app
         .http
         .post(app.url("/v1/orders"))
-        .json(
-            &json!({"user_id": "7c11e1ce2741", "product_code": "classic-box", "padding": padding}),
-        )
+        .json(&json!({"user_id": "7c11e1ce2741", "product_code": "classic-box", "padding": padding}))
         .send()
         .await
         .expect("request");
@@ -120,13 +92,9 @@ async fn an_oversized_body_is_413_and_not_read() {
 #[tokio::test]
 async fn bad_list_parameters_are_problems() {
     let app = app().await;
-    for (query, status) in [
-        ("limit=abc", 400),
-        ("limit=-1", 400),
-        ("limit=0", 422),
-        ("after=nope", 422),
-        ("user_id=..%2F", 422),
-    ] {
+    for (query, status) in
+        [("limit=abc", 400), ("limit=-1", 400), ("limit=0", 422), ("after=nope", 422), ("user_id=..%2F", 422)]
+    {
         let (got, _) = problem(app.get(&format!("/v1/orders?{query}")).await).await;
         assert_eq!(got, status, "{query}");
     }
@@ -136,40 +104,18 @@ async fn bad_list_parameters_are_problems() {
 async fn unknown_routes_and_methods_are_problems_too() {
     let app = app().await;
     let (status, body) = problem(app.get("/v2/nothing").await).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (404, Some("/problems/not-found"))
-    );
-    let response = app
-        .http
-        .delete(app.url("/v1/orders"))
-        .send()
-        .await
-        .expect("request");
+    assert_eq!((status, body["type"].as_str()), (404, Some("/problems/not-found")));
+    let response = app.http.delete(app.url("/v1/orders")).send().await.expect("request");
     let (status, body) = problem(response).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (405, Some("/problems/method-not-allowed"))
-    );
+    assert_eq!((status, body["type"].as_str()), (405, Some("/problems/method-not-allowed")));
 }
 
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_keeps_the_callers() {
     let app = app().await;
     let generated = app.get("/health/live").await;
-    let id = generated
-        .headers()
-        .get("x-request-id")
-        .expect("x-request-id")
-        .to_str()
-        .expect("ascii");
+    let id = generated.headers().get("x-request-id").expect("x-request-id").to_str().expect("ascii");
     assert_eq!(uuid::Uuid::parse_str(id).map(|_| ()), Ok(()));
-    let kept = app
-        .http
-        .get(app.url("/v1/orders/x"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .expect("request");
+    let kept = app.http.get(app.url("/v1/orders/x")).header("x-request-id", "abc-123").send().await.expect("request");
     assert_eq!(kept.headers()["x-request-id"], "abc-123");
 }

@@ -11,12 +11,7 @@ pub fn init_logging() {
     let result = if std::io::stdout().is_terminal() {
         builder.try_init()
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
     };
     // Already initialised (tests start several apps in one process): keep the first.
     drop(result);

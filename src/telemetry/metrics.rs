@@ -1,0 +1,117 @@
+//! Every metric of DESIGN.md, defined once: name, help text, buckets, and one small function
+//! per event so call sites cannot misspell a name or a label. Labels never carry ids.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::upstream::breaker::StateName;
+
+pub const HTTP_REQUESTS: &str = "http_server_requests_total";
+pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
+pub const UPSTREAM_REQUESTS: &str = "upstream_requests_total";
+pub const UPSTREAM_DURATION: &str = "upstream_request_duration_seconds";
+pub const UPSTREAM_RETRIES: &str = "upstream_retries_total";
+pub const BREAKER_STATE: &str = "circuit_breaker_state";
+pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
+pub const BREAKER_KEYS_OPEN: &str = "circuit_breaker_keys_open";
+pub const ORDERS_CREATED: &str = "orders_created_total";
+pub const ORDERS_FAILED: &str = "orders_failed_total";
+pub const OUTBOX_PENDING: &str = "outbox_pending";
+pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";
+pub const OUTBOX_FAILURES: &str = "outbox_publish_failures_total";
+pub const OUTBOX_LAG: &str = "outbox_publish_lag_seconds";
+
+/// Seconds: sub-millisecond (open-circuit rejections) up past the 2 s deadline.
+const BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0, 2.5, 5.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once (later calls return the same handle) and keeps its
+/// histograms from growing without bound.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist (a test harness); ours still renders what it saw.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(HTTP_REQUESTS, "HTTP requests served, by method, matched route and status.");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by method and matched route.");
+    describe_counter!(UPSTREAM_REQUESTS, "Upstream attempts (and local rejections), by upstream and outcome.");
+    describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Duration of each upstream attempt.");
+    describe_counter!(UPSTREAM_RETRIES, "Retries sent to an upstream after a failed attempt.");
+    describe_gauge!(BREAKER_STATE, "Upstream-wide circuit breaker state: 1 for the current state, 0 for the others.");
+    describe_counter!(BREAKER_TRANSITIONS, "Upstream-wide circuit breaker state changes.");
+    describe_gauge!(BREAKER_KEYS_OPEN, "Per-key circuit breakers currently open or half-open.");
+    describe_counter!(ORDERS_CREATED, "Orders stored.");
+    describe_counter!(ORDERS_FAILED, "Orders refused or failed, by reason (the problem type).");
+    describe_gauge!(OUTBOX_PENDING, "Outbox events not yet confirmed by the broker.");
+    describe_counter!(OUTBOX_PUBLISHED, "Outbox events confirmed by the broker.");
+    describe_counter!(OUTBOX_FAILURES, "Outbox publish attempts that failed (nack, return, lost connection).");
+    describe_histogram!(OUTBOX_LAG, Unit::Seconds, "Time from an order's commit to its event's broker confirm.");
+}
+
+pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let (method, route) = (method.to_owned(), route.to_owned());
+    counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    histogram!(HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_attempt(upstream: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!(UPSTREAM_REQUESTS, "upstream" => upstream, "outcome" => outcome).increment(1);
+    histogram!(UPSTREAM_DURATION, "upstream" => upstream).record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_retry(upstream: &'static str) {
+    counter!(UPSTREAM_RETRIES, "upstream" => upstream).increment(1);
+}
+
+/// Sets the state gauge: 1 for `current`, 0 for the other states.
+pub fn breaker_state(upstream: &'static str, current: StateName) {
+    for state in StateName::ALL {
+        gauge!(BREAKER_STATE, "upstream" => upstream, "state" => state.as_str())
+            .set(f64::from(u8::from(state == current)));
+    }
+}
+
+pub fn breaker_transition(upstream: &'static str, from: StateName, to: StateName) {
+    counter!(BREAKER_TRANSITIONS, "upstream" => upstream, "from" => from.as_str(), "to" => to.as_str()).increment(1);
+    breaker_state(upstream, to);
+}
+
+pub fn breaker_keys_open(upstream: &'static str, open: usize) {
+    gauge!(BREAKER_KEYS_OPEN, "upstream" => upstream).set(open as f64);
+}
+
+pub fn order_created() {
+    counter!(ORDERS_CREATED).increment(1);
+}
+
+pub fn order_failed(reason: &'static str) {
+    counter!(ORDERS_FAILED, "reason" => reason).increment(1);
+}

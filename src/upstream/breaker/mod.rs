@@ -1,0 +1,190 @@
+//! The circuit-breaker layer: refuses calls while open (no request sent, `Retry-After` = the
+//! remaining open time) and feeds every finished attempt back as one health sample.
+//!
+//! - [`state`] — one breaker: a pure state machine over an injected clock.
+//! - [`keyed`] — the upstream-wide breaker plus a bounded map of per-key breakers.
+
+pub mod keyed;
+pub mod state;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+pub use keyed::{Changes, KeyedBreakers, KeyedConfig, Ticket, Verdict};
+pub use state::{BreakerConfig, StateName};
+
+use super::{Upstream, UpstreamError, UpstreamRequest};
+use crate::telemetry::metrics;
+
+/// Shared by every clone of the layer's service; also read by `/health/ready`.
+#[derive(Debug, Clone)]
+pub struct BreakerHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream: Upstream,
+    breakers: Mutex<KeyedBreakers>,
+}
+
+/// A snapshot for readiness and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerStatus {
+    pub upstream: Upstream,
+    pub state: StateName,
+    pub keys_open: usize,
+}
+
+impl BreakerHandle {
+    pub fn new(upstream: Upstream, config: KeyedConfig) -> Self {
+        metrics::breaker_state(upstream.as_str(), StateName::Closed);
+        metrics::breaker_keys_open(upstream.as_str(), 0);
+        let breakers = Mutex::new(KeyedBreakers::new(config, Instant::now()));
+        Self { shared: Arc::new(Shared { upstream, breakers }) }
+    }
+
+    pub fn status(&self) -> BreakerStatus {
+        let breakers = self.shared.lock();
+        BreakerStatus {
+            upstream: self.shared.upstream,
+            state: breakers.upstream_state(),
+            keys_open: breakers.keys_open(),
+        }
+    }
+
+    pub fn layer(&self) -> BreakerLayer {
+        BreakerLayer { handle: self.clone() }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, KeyedBreakers> {
+        // A panic while holding the lock leaves consistent counters; keep serving.
+        self.breakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Metrics and logs for state changes; called with the lock released.
+    fn report(&self, changes: Changes, key: &str, keys_open: Option<usize>) {
+        let upstream = self.upstream.as_str();
+        if let Some(t) = changes.upstream {
+            metrics::breaker_transition(upstream, t.from, t.to);
+            tracing::warn!(upstream, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
+        }
+        if let (Some(t), Some(keys_open)) = (changes.key, keys_open) {
+            metrics::breaker_keys_open(upstream, keys_open);
+            tracing::info!(
+                upstream,
+                key,
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                "per-key circuit breaker changed state"
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BreakerLayer {
+    handle: BreakerHandle,
+}
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = BreakerService<S>;
+
+    fn layer(&self, inner: S) -> BreakerService<S> {
+        BreakerService { inner, shared: Arc::clone(&self.handle.shared) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BreakerService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// Holds a ticket while the attempt runs; dropped unfinished (cancelled) it frees any probe
+/// slot without a verdict, so a cancelled call is never counted as a failure.
+struct InFlight {
+    shared: Arc<Shared>,
+    key: String,
+    ticket: Option<Ticket>,
+    started: Instant,
+}
+
+impl InFlight {
+    fn finish(mut self, verdict: Option<Verdict>) {
+        let Some(ticket) = self.ticket.take() else { return };
+        let Some(verdict) = verdict else {
+            self.shared.lock().release(&self.key, ticket);
+            return;
+        };
+        let now = Instant::now();
+        let (changes, keys_open) = {
+            let mut breakers = self.shared.lock();
+            let changes = breakers.record(&self.key, ticket, verdict, now - self.started, now);
+            let keys_open = changes.key.map(|_| breakers.keys_open());
+            (changes, keys_open)
+        };
+        self.shared.report(changes, &self.key, keys_open);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.lock().release(&self.key, ticket);
+        }
+    }
+}
+
+impl<S, T> Service<UpstreamRequest> for BreakerService<S>
+where
+    S: Service<UpstreamRequest, Response = Option<T>, Error = UpstreamError> + Clone + Send + 'static,
+    S::Future: Send,
+    T: Send + 'static,
+{
+    type Response = Option<T>;
+    type Error = UpstreamError;
+    type Future = Pin<Box<dyn Future<Output = Result<Option<T>, UpstreamError>> + Send>>;
+
+    /// Always ready: whether to call is decided per key in `call`, and the inner service's
+    /// readiness (the bulkhead) is only claimed for calls the breaker admits.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let (admission, changes, keys_open) = {
+            let mut breakers = shared.lock();
+            let (admission, changes) = breakers.admit(&request.key, Instant::now());
+            let keys_open = changes.key.map(|_| breakers.keys_open());
+            (admission, changes, keys_open)
+        };
+        shared.report(changes, &request.key, keys_open);
+        let ticket = match admission {
+            Ok(ticket) => ticket,
+            Err(refused) => {
+                let error = UpstreamError::CircuitOpen { retry_after: refused.retry_after };
+                return Box::pin(std::future::ready(Err(error)));
+            }
+        };
+        let in_flight = InFlight { shared, key: request.key.clone(), ticket: Some(ticket), started: Instant::now() };
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let result = inner.oneshot(request).await;
+            let verdict = match &result {
+                Ok(_) => Some(Verdict::Healthy),
+                Err(error) => error.verdict(),
+            };
+            in_flight.finish(verdict);
+            result
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Sits just inside the retry layer: sees every attempt (and every local refusal) once, and
+//! records it as `upstream_requests_total{outcome}` and one duration observation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::{Upstream, UpstreamError, UpstreamRequest};
+use crate::telemetry::metrics;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ObserveLayer {
+    upstream: Upstream,
+}
+
+impl ObserveLayer {
+    pub fn new(upstream: Upstream) -> Self {
+        Self { upstream }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner, upstream: self.upstream }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    upstream: Upstream,
+}
+
+impl<S, T> Service<UpstreamRequest> for Observe<S>
+where
+    S: Service<UpstreamRequest, Response = Option<T>, Error = UpstreamError>,
+    S::Future: Send + 'static,
+{
+    type Response = Option<T>;
+    type Error = UpstreamError;
+    type Future = Pin<Box<dyn Future<Output = Result<Option<T>, UpstreamError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let upstream = self.upstream.as_str();
+        let attempt = request.attempt;
+        let started = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let result = call.await;
+            let outcome = match &result {
+                Ok(Some(_)) => "success",
+                Ok(None) => "not_found",
+                Err(error) => error.outcome(),
+            };
+            let elapsed = started.elapsed();
+            metrics::upstream_attempt(upstream, outcome, elapsed);
+            tracing::debug!(
+                upstream,
+                attempt,
+                outcome,
+                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                "upstream attempt"
+            );
+            result
+        })
+    }
+}

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use reqwest::Url;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceBuilder};
+use tower::{BoxError, Service, ServiceBuilder};
 
 use super::breaker::{BreakerHandle, KeyedConfig};
 use super::deadline::DeadlineLayer;
 use super::observe::ObserveLayer;
 use super::retry::{Backoff, RetryPolicy};
 use super::transport::Transport;
-use super::{Decode, Upstream, UpstreamClient, UpstreamError};
+use super::{Decode, Upstream, UpstreamClient, UpstreamError, UpstreamRequest};
 
 /// Resilience settings of one upstream (README: `USER_*` / `PRODUCT_*` variables).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,16 @@ pub fn build<T: Decode>(
     base: Url,
     config: &StackConfig,
 ) -> (UpstreamClient<T>, BreakerHandle) {
+    compose(Transport::<T>::new(http, base, upstream), upstream, config)
+}
+
+/// Wraps any innermost service in the stack (tests put a scripted service there).
+pub fn compose<S, T>(inner: S, upstream: Upstream, config: &StackConfig) -> (UpstreamClient<T>, BreakerHandle)
+where
+    S: Service<UpstreamRequest, Response = Option<T>, Error = UpstreamError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    T: Send + 'static,
+{
     let breakers = BreakerHandle::new(upstream, config.breaker.clone());
     let retry = RetryPolicy::new(
         upstream,
@@ -60,7 +70,7 @@ pub fn build<T: Decode>(
         .load_shed()
         .concurrency_limit(config.max_concurrent)
         .timeout(config.attempt_timeout)
-        .service(Transport::<T>::new(http, base, upstream));
+        .service(inner);
     (UpstreamClient::new(BoxCloneSyncService::new(service)), breakers)
 }
 
@@ -73,3 +83,7 @@ fn from_tower(error: BoxError) -> UpstreamError {
         Err(error) => UpstreamError::Connect(error.to_string()),
     }
 }
+
+#[cfg(test)]
+#[path = "stack_tests.rs"]
+mod tests;

@@ -10,6 +10,7 @@ use reqwest::{StatusCode, Url};
 use tower::Service;
 
 use super::{Upstream, UpstreamError, UpstreamRequest};
+use crate::telemetry::context;
 
 /// Largest upstream body read; the real answers are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -77,7 +78,14 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
     }
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        let get = self.client.get(self.url_for(&request.key));
+        let mut get = self.client.get(self.url_for(&request.key));
+        let correlation = context::current();
+        if let Some(id) = correlation.request_id {
+            get = get.header("x-request-id", id);
+        }
+        if let Some(traceparent) = correlation.traceparent {
+            get = get.header("traceparent", traceparent);
+        }
         Box::pin(async move {
             let response = get.send().await.map_err(classify_send_error)?;
             match response.status() {

@@ -119,3 +119,28 @@ async fn every_response_carries_a_request_id_and_keeps_the_callers() {
     let kept = app.http.get(app.url("/v1/orders/x")).header("x-request-id", "abc-123").send().await.expect("request");
     assert_eq!(kept.headers()["x-request-id"], "abc-123");
 }
+
+#[tokio::test]
+async fn the_request_id_and_traceparent_travel_to_both_upstreams() {
+    let app = app().await;
+    app.upstreams.mount_healthy().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = app
+        .http
+        .post(app.url("/v1/orders"))
+        .header("x-request-id", "req-42")
+        .header("traceparent", traceparent)
+        .json(&json!({"user_id": "7c11e1ce2741", "product_code": "classic-box"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    let (users, products) = app.upstreams.mocks();
+    for server in [users, products] {
+        let received = server.received_requests().await.unwrap_or_default();
+        assert_eq!(received.len(), 1);
+        let headers = &received[0].headers;
+        assert_eq!(headers.get("x-request-id").map(|v| v.as_bytes()), Some(&b"req-42"[..]));
+        assert_eq!(headers.get("traceparent").map(|v| v.as_bytes()), Some(traceparent.as_bytes()));
+    }
+}

@@ -3,6 +3,7 @@
 
 mod health;
 mod helpers;
+mod logs;
 mod migrations;
 mod orders;
 mod resilience;

@@ -1,7 +1,7 @@
 //! `upstream-sim`: serves the simulated user-service and product-service until stopped.
 //!
 //! Environment: `SIM_USERS_ADDR` (default 127.0.0.1:8082), `SIM_PRODUCTS_ADDR`
-//! (default 127.0.0.1:8081), `SIM_CATALOGUE` (a JSON file; default the built-in fault table).
+//! (default 127.0.0.1:8081), `SIM_ADMIN_ADDR` (default 127.0.0.1:8083), `SIM_CATALOGUE` (a JSON file; default the built-in fault table).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,6 +21,7 @@ fn config() -> Result<SimConfig, String> {
     Ok(SimConfig {
         users_addr: addr("SIM_USERS_ADDR", "127.0.0.1:8082")?,
         products_addr: addr("SIM_PRODUCTS_ADDR", "127.0.0.1:8081")?,
+        admin_addr: addr("SIM_ADMIN_ADDR", "127.0.0.1:8083")?,
         catalogue,
     })
 }
@@ -44,7 +45,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(users = %sim.users_addr, products = %sim.products_addr, "upstream-sim serving");
+    tracing::info!(users = %sim.users_addr, products = %sim.products_addr, admin = %sim.admin_addr, "upstream-sim serving");
     tokio::select! {
         _ = sim.wait() => ExitCode::FAILURE,
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
-//! The two simulated upstreams: answers from the catalogue, plus counters that tests and
-//! experiments read (calls per key, requests in flight across both upstreams).
+//! The two simulated upstreams: answers from the catalogue, bent by any injected faults, plus
+//! counters that tests and experiments read (calls per key, requests in flight).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,22 +7,28 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::catalogue::{Catalogue, Entry, index};
+use crate::faults::Faults;
 
 /// Where to listen and what to serve.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub users_addr: SocketAddr,
     pub products_addr: SocketAddr,
+    /// The admin API (faults, stats): its own address, so an outage of an upstream's port
+    /// never locks out the call that ends it.
+    pub admin_addr: SocketAddr,
     pub catalogue: Catalogue,
 }
 
@@ -30,7 +36,7 @@ impl SimConfig {
     /// The built-in fault table on random loopback ports: what tests want.
     pub fn ephemeral() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self { users_addr: any, products_addr: any, catalogue: Catalogue::builtin() }
+        Self { users_addr: any, products_addr: any, admin_addr: any, catalogue: Catalogue::builtin() }
     }
 }
 
@@ -70,6 +76,7 @@ impl Upstream {
 pub struct Sim {
     users: Upstream,
     products: Upstream,
+    pub faults: Faults,
     in_flight: AtomicI64,
     max_in_flight: AtomicI64,
 }
@@ -95,6 +102,7 @@ impl Sim {
         Self {
             users: Upstream::new(&catalogue.users),
             products: Upstream::new(&catalogue.products),
+            faults: Faults::default(),
             in_flight: AtomicI64::new(0),
             max_in_flight: AtomicI64::new(0),
         }
@@ -132,9 +140,12 @@ impl Drop for InFlight {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Which {
+/// One of the two simulated upstreams; `user` / `product` in the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Which {
+    #[serde(rename = "user")]
     Users,
+    #[serde(rename = "product")]
     Products,
 }
 
@@ -151,18 +162,31 @@ async fn answer(State(app): State<AppState>, Path(key): Path<String>) -> Respons
         Which::Products => &app.sim.products,
     };
     let call = upstream.count(&key);
-    let Some(entry) = upstream.entries.get(&key) else {
+    let plan = app.sim.faults.plan(app.which, &key, Instant::now(), || rand::random_range(0..100));
+    if plan.hang {
+        return std::future::pending().await;
+    }
+    if plan.reset {
+        return reset();
+    }
+    let entry = upstream.entries.get(&key);
+    tokio::time::sleep(entry.map_or(Duration::ZERO, Entry::delay) + plan.extra_delay).await;
+    let Some(entry) = entry else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    tokio::time::sleep(entry.delay()).await;
-    let status = match entry.alternate_status {
-        Some(alt) if call % 2 == 1 => alt,
+    let status = match (plan.status, entry.alternate_status) {
+        (Some(injected), _) => injected,
+        (None, Some(alt)) if call % 2 == 1 => alt,
         _ => entry.status,
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    match (&entry.body, status.is_success()) {
+    let response = match (&entry.body, status.is_success()) {
         (Some(body), true) => (status, Json(body.clone())).into_response(),
         _ => error(status, "simulated failure"),
+    };
+    match plan.bytes_per_sec {
+        Some(rate) => dribble(response, rate).await,
+        None => response,
     }
 }
 
@@ -170,84 +194,35 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-async fn stats(State(app): State<AppState>) -> Json<Stats> {
-    Json(app.sim.stats())
+/// A body that fails before its first byte: hyper drops the connection without an answer.
+fn reset() -> Response {
+    let failing = futures_util::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("reset")) });
+    Response::new(Body::from_stream(failing))
 }
 
-async fn reset(State(app): State<AppState>) -> StatusCode {
-    app.sim.reset();
-    StatusCode::NO_CONTENT
+/// Re-sends `response`'s body a few bytes at a time, `rate` bytes a second.
+async fn dribble(response: Response, rate: u32) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let chunk = (rate as usize / 10).max(1);
+    let pieces: Vec<Bytes> = bytes.chunks(chunk).map(Bytes::copy_from_slice).collect();
+    let stream = futures_util::stream::unfold(pieces.into_iter(), |mut pieces| async move {
+        let piece = pieces.next()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<Bytes, std::io::Error>(piece), pieces))
+    });
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
-fn router(sim: Arc<Sim>, which: Which) -> Router {
+/// One upstream's routes.
+pub(crate) fn router(sim: Arc<Sim>, which: Which) -> Router {
     let path = match which {
         Which::Users => "/users/{key}",
         Which::Products => "/products/{key}",
     };
-    Router::new()
-        .route(path, get(answer))
-        .route("/__admin/stats", get(stats))
-        .route("/__admin/reset", post(reset))
-        .with_state(AppState { sim, which })
-}
-
-/// A running simulator; dropping it stops both servers.
-#[derive(Debug)]
-pub struct RunningSim {
-    pub users_addr: SocketAddr,
-    pub products_addr: SocketAddr,
-    pub sim: Arc<Sim>,
-    users_task: JoinHandle<()>,
-    products_task: JoinHandle<()>,
-}
-
-impl RunningSim {
-    pub fn users_url(&self) -> String {
-        format!("http://{}", self.users_addr)
-    }
-
-    pub fn products_url(&self) -> String {
-        format!("http://{}", self.products_addr)
-    }
-
-    /// Resolves when either server stops (it only does on an I/O error).
-    pub async fn wait(&mut self) {
-        tokio::select! {
-            _ = &mut self.users_task => {}
-            _ = &mut self.products_task => {}
-        }
-    }
-}
-
-impl Drop for RunningSim {
-    fn drop(&mut self) {
-        self.users_task.abort();
-        self.products_task.abort();
-    }
-}
-
-/// Binds both ports, then serves in the background on the current runtime.
-pub async fn spawn(config: SimConfig) -> std::io::Result<RunningSim> {
-    let sim = Arc::new(Sim::new(&config.catalogue));
-    let users = TcpListener::bind(config.users_addr).await?;
-    let products = TcpListener::bind(config.products_addr).await?;
-    let users_addr = users.local_addr()?;
-    let products_addr = products.local_addr()?;
-    let serve = |listener: TcpListener, which| {
-        let app = router(Arc::clone(&sim), which);
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "simulator server stopped");
-            }
-        })
-    };
-    Ok(RunningSim {
-        users_addr,
-        products_addr,
-        users_task: serve(users, Which::Users),
-        products_task: serve(products, Which::Products),
-        sim,
-    })
+    Router::new().route(path, get(answer)).with_state(AppState { sim, which })
 }
 
 #[cfg(test)]

@@ -1,0 +1,142 @@
+//! Faults injected through the admin API change what the simulated upstreams do.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use upstream_sim::{RunningSim, SimConfig};
+
+async fn sim() -> (RunningSim, reqwest::Client) {
+    let sim = upstream_sim::spawn(SimConfig::ephemeral()).await.expect("simulator");
+    (sim, reqwest::Client::builder().no_proxy().build().expect("client"))
+}
+
+async fn inject(http: &reqwest::Client, sim: &RunningSim, fault: Value) -> Value {
+    let response = http.post(format!("{}/__admin/faults", sim.admin_url())).json(&fault).send().await.expect("admin");
+    assert_eq!(response.status(), 201, "{fault}");
+    response.json().await.expect("json")
+}
+
+async fn restore(http: &reqwest::Client, sim: &RunningSim) {
+    let response = http.delete(format!("{}/__admin/faults", sim.admin_url())).send().await.expect("admin");
+    assert_eq!(response.status(), 204);
+}
+
+#[tokio::test]
+async fn an_error_rate_on_one_key_leaves_the_others_alone_until_restored() {
+    let (sim, http) = sim().await;
+    inject(&http, &sim, json!({"upstream": "product", "key": "classic-box", "fault": {"type": "errors", "percent": 100, "status": 503}})).await;
+    let classic = format!("{}/products/classic-box", sim.products_url());
+    assert_eq!(http.get(&classic).send().await.expect("get").status(), 503);
+    assert_eq!(http.get(format!("{}/products/unknown", sim.products_url())).send().await.expect("get").status(), 404);
+    let listed: Value =
+        http.get(format!("{}/__admin/faults", sim.admin_url())).send().await.expect("list").json().await.expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    restore(&http, &sim).await;
+    assert_eq!(http.get(&classic).send().await.expect("get").status(), 200);
+}
+
+#[tokio::test]
+async fn an_outage_refuses_connections_and_ends_when_lifted() {
+    let (sim, http) = sim().await;
+    let url = format!("{}/users/7c11e1ce2741", sim.users_url());
+    inject(&http, &sim, json!({"upstream": "user", "fault": {"type": "outage"}})).await;
+    let mut refused = false;
+    for _ in 0..50 {
+        // A fresh client each time: no pooled connection to reuse.
+        let fresh = reqwest::Client::builder().no_proxy().build().expect("client");
+        match fresh.get(&url).send().await {
+            Err(e) if e.is_connect() => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "connections are refused during an outage");
+    restore(&http, &sim).await;
+    let mut back = false;
+    for _ in 0..50 {
+        let fresh = reqwest::Client::builder().no_proxy().build().expect("client");
+        if fresh.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "the port listens again after restore");
+}
+
+#[tokio::test]
+async fn a_reset_ends_the_connection_without_an_answer() {
+    let (sim, http) = sim().await;
+    inject(&http, &sim, json!({"upstream": "product", "fault": {"type": "reset"}})).await;
+    let result = http.get(format!("{}/products/classic-box", sim.products_url())).send().await;
+    match result {
+        Err(e) => assert!(!e.is_timeout(), "{e}"),
+        Ok(response) => assert!(response.bytes().await.is_err(), "no complete answer"),
+    }
+}
+
+#[tokio::test]
+async fn a_hang_with_a_duration_lifts_itself() {
+    let (sim, http) = sim().await;
+    let fault = inject(&http, &sim, json!({"upstream": "user", "fault": {"type": "hang"}, "duration_ms": 300})).await;
+    assert!(fault["remaining_ms"].as_u64().is_some_and(|ms| ms <= 300));
+    let url = format!("{}/users/7c11e1ce2741", sim.users_url());
+    let hung = http.get(&url).timeout(Duration::from_millis(200)).send().await;
+    assert!(hung.is_err_and(|e| e.is_timeout()));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(http.get(&url).send().await.expect("get").status(), 200);
+    let listed: Value =
+        http.get(format!("{}/__admin/faults", sim.admin_url())).send().await.expect("list").json().await.expect("json");
+    assert_eq!(listed, json!([]));
+}
+
+#[tokio::test]
+async fn a_dribbled_body_still_arrives_whole() {
+    let (sim, http) = sim().await;
+    inject(
+        &http,
+        &sim,
+        json!({"upstream": "product", "key": "classic-box", "fault": {"type": "dribble", "bytes_per_sec": 400}}),
+    )
+    .await;
+    let body: Value = http
+        .get(format!("{}/products/classic-box", sim.products_url()))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["name"], "Classic Box");
+}
+
+#[tokio::test]
+async fn a_delay_is_listed_and_can_be_lifted_by_id() {
+    let (sim, http) = sim().await;
+    let fault =
+        inject(&http, &sim, json!({"upstream": "product", "fault": {"type": "delay", "ms": 1500, "jitter_ms": 100}}))
+            .await;
+    let id = fault["id"].as_u64().expect("id");
+    let gone = http.delete(format!("{}/__admin/faults/{id}", sim.admin_url())).send().await.expect("delete");
+    assert_eq!(gone.status(), 204);
+    let again = http.delete(format!("{}/__admin/faults/{id}", sim.admin_url())).send().await.expect("delete");
+    assert_eq!(again.status(), 404);
+}
+
+#[tokio::test]
+async fn a_malformed_fault_is_refused_with_a_reason() {
+    let (sim, http) = sim().await;
+    for bad in [
+        json!({"upstream": "user", "key": "k", "fault": {"type": "outage"}}),
+        json!({"upstream": "user", "fault": {"type": "errors", "percent": 150}}),
+        json!({"upstream": "nobody", "fault": {"type": "outage"}}),
+        json!({"upstream": "user", "fault": {"type": "earthquake"}}),
+    ] {
+        let response = http.post(format!("{}/__admin/faults", sim.admin_url())).json(&bad).send().await.expect("admin");
+        assert_eq!(response.status(), 400, "{bad}");
+        let body: Value = response.json().await.expect("json");
+        assert!(body["error"].is_string());
+    }
+}

@@ -34,6 +34,8 @@ pub struct Config {
     pub order_deadline: Duration,
     /// `HTTP_BODY_LIMIT_BYTES`: larger request bodies get 413 before they are read.
     pub body_limit_bytes: usize,
+    /// `HTTP_MAX_IN_FLIGHT`: `/v1` requests served at once before shedding with 503.
+    pub max_in_flight: usize,
     /// `USER_*`: the resilience stack around user-service.
     pub user_stack: StackConfig,
     /// `PRODUCT_*`: the resilience stack around product-service.
@@ -67,6 +69,7 @@ impl Config {
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
             order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
+            max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 512, 1..=1_000_000)?,
             user_stack: stack_config(&env, "USER")?,
             product_stack: stack_config(&env, "PRODUCT")?,
         };

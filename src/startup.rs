@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
-use crate::http::{AppState, router};
+use crate::http::{AppState, HttpLimits, router};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
 use crate::upstream::{Upstream, stack, transport};
@@ -53,7 +53,14 @@ impl Application {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| StartupError::Bind { addr: config.http_addr, source })?;
-        Ok(Self { listener, router: router(state, config.body_limit_bytes), store })
+        Ok(Self {
+            listener,
+            router: router(
+                state,
+                HttpLimits { body_limit_bytes: config.body_limit_bytes, max_in_flight: config.max_in_flight },
+            ),
+            store,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

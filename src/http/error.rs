@@ -51,6 +51,9 @@ pub enum ApiError {
     /// Reading failed: 503 when the database is unavailable, else 500.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// 503 `load-shed`: too many requests in flight; retry shortly.
+    #[error("the service is overloaded; retry shortly")]
+    Overloaded,
     /// 500 `internal-error`: a bug (e.g. a caught panic).
     #[error("internal error: {0}")]
     Internal(String),
@@ -123,6 +126,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => {
                 Spec::new(S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", self.to_string())
             }
+            ApiError::Overloaded => Spec::new(S::SERVICE_UNAVAILABLE, "load-shed", "Overloaded", self.to_string())
+                .retry_after(DEFAULT_RETRY_AFTER),
             ApiError::PlaceOrder(e) => place_order_spec(e),
             ApiError::Store(e) => store_spec(e),
             ApiError::Internal(_) => {
@@ -236,6 +241,7 @@ mod tests {
             (ApiError::MalformedRequest("x".into()), 400, "malformed-request", false),
             (ApiError::PayloadTooLarge, 413, "payload-too-large", false),
             (ApiError::UnsupportedMediaType, 415, "unsupported-media-type", false),
+            (ApiError::Overloaded, 503, "load-shed", true),
             (ApiError::InvalidInput(vec![]), 422, "invalid-input", false),
             (PlaceOrderError::UnknownUser.into(), 422, "unknown-user", false),
             (PlaceOrderError::UnknownProduct.into(), 422, "unknown-product", false),

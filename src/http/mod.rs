@@ -10,12 +10,14 @@ pub mod orders;
 use std::any::Any;
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Response};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
-use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -39,21 +41,38 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+/// Limits at the edge, so a flood cannot exhaust memory, connections or upstream capacity.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub body_limit_bytes: usize,
+    /// Requests to `/v1/*` in flight at once; more are shed with 503 `load-shed` at once.
+    /// Health, metrics and OpenAPI are never shed, so probes and scrapes see an overload.
+    pub max_in_flight: usize,
+}
+
 /// The whole API. Layers, outermost first: request id (kept if the client sent one) →
-/// echo it on the response → span + log line → panics become 500 problems.
-pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
+/// echo it on the response → span + log line + metrics → panics become 500 problems; the
+/// `/v1` routes also pass the load shedder.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async { ApiError::Overloaded }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight));
+    let api = Router::new()
         .route("/v1/orders", post(orders::create_order).get(orders::list_orders))
         .route("/v1/order", post(orders::create_order_legacy))
         .route("/v1/orders/{id}", get(orders::get_order))
+        .route_layer(shed);
+    Router::new()
+        .merge(api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::NotFound("no such resource") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

@@ -251,3 +251,31 @@ async fn a_custom_catalogue_key_is_served_by_the_simulator() {
         (Some("Grace Hopper"), Some(2.5))
     );
 }
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_are_shed_but_probes_are_not() {
+    let app =
+        TestApp::builder(Backend::Sqlite).env("HTTP_MAX_IN_FLIGHT", "1").env("ORDER_DEADLINE_MS", "1500").spawn().await;
+    let hanging = {
+        let (http, url) = (app.http.clone(), app.url("/v1/orders"));
+        tokio::spawn(async move {
+            http.post(url).json(&serde_json::json!({"user_id": ADA, "product_code": "family-box"})).send().await
+        })
+    };
+    let sim = &app.upstreams.sim().sim;
+    for _ in 0..100 {
+        if sim.stats().products.total > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = app.get("/v1/orders").await;
+    assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    let (status, body) = problem(response).await;
+    assert_eq!((status, body["type"].as_str()), (503, Some("/problems/load-shed")));
+    assert_eq!(app.get("/health/ready").await.status(), 200, "probes are never shed");
+    assert_eq!(hanging.await.expect("task").expect("response").status(), 504);
+    assert_eq!(app.get("/v1/orders").await.status(), 200, "capacity is back");
+    let metrics = app.metrics().await;
+    assert_eq!(sample(&metrics, "http_server_requests_total", &[("route", "/v1/orders"), ("status", "503")]), 1.0);
+}

@@ -22,10 +22,10 @@ const DEFAULT_PAGE: u32 = 20;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateOrder {
     /// user-service id: 1–64 of `[A-Za-z0-9_-]`.
-    #[schema(example = "7c11e1ce2741")]
+    #[schema(example = "7c11e1ce2741", pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub user_id: String,
     /// product-service code: 1–64 of `[A-Za-z0-9_-]`.
-    #[schema(example = "classic-box")]
+    #[schema(example = "classic-box", pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub product_code: String,
 }
 
@@ -73,10 +73,13 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only this user's orders.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub user_id: Option<String>,
-    /// 1 to 100 (larger values are capped at 100); default 20.
-    pub limit: Option<u32>,
+    /// 1 or more (values over 100 are capped at 100); default 20.
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
     /// The `next_after` of the previous page.
+    #[param(format = Uuid)]
     pub after: Option<String>,
 }
 
@@ -201,21 +204,22 @@ fn list_filter(params: ListParams) -> Result<ListFilter, ApiError> {
         }
         after => after.and_then(Result::ok),
     };
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 {
+    let limit = params.limit.unwrap_or(i64::from(DEFAULT_PAGE));
+    if limit < 1 {
         errors.push(FieldError { field: "limit", reason: "must be at least 1".into() });
     }
     if !errors.is_empty() {
         return Err(ApiError::InvalidInput(errors));
     }
-    Ok(ListFilter { user_id: params.user_id, after, limit: limit.min(MAX_PAGE) })
+    let limit = u32::try_from(limit.min(i64::from(MAX_PAGE))).unwrap_or(MAX_PAGE);
+    Ok(ListFilter { user_id: params.user_id, after, limit })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(user_id: Option<&str>, limit: Option<u32>, after: Option<&str>) -> ListParams {
+    fn params(user_id: Option<&str>, limit: Option<i64>, after: Option<&str>) -> ListParams {
         ListParams { user_id: user_id.map(Into::into), limit, after: after.map(Into::into) }
     }
 

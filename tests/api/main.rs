@@ -5,6 +5,7 @@ mod health;
 mod helpers;
 mod migrations;
 mod orders;
+mod outbox;
 mod resilience;
 mod use_cases;
 mod validation;

@@ -56,10 +56,13 @@ pub struct RelayOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("broker unavailable: {0}")]
-    Broker(#[from] lapin::Error),
+    Broker(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Longest wait for a connection, or for a batch's confirms, before the broker counts as lost.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 const STARTING: u8 = 0;
 const UP: u8 = 1;
@@ -136,40 +139,46 @@ impl Relay {
 
     /// One pass: connects if needed, then claims, publishes and settles one batch.
     pub async fn relay_once(&mut self) -> Result<RelayOutcome, RelayError> {
-        let publisher = match self.publisher.take() {
-            Some(publisher) if publisher.is_connected() => publisher,
-            _ => match Publisher::connect(&self.amqp_url).await {
-                Ok(publisher) => {
+        if !self.publisher.as_ref().is_some_and(Publisher::is_connected) {
+            self.publisher = None;
+            match tokio::time::timeout(BROKER_TIMEOUT, Publisher::connect(&self.amqp_url)).await {
+                Ok(Ok(publisher)) => {
                     tracing::info!("outbox relay connected to the broker");
-                    publisher
+                    self.publisher = Some(publisher);
                 }
-                Err(error) => {
-                    self.status.set_broker(DOWN);
-                    return Err(error.into());
-                }
-            },
-        };
+                Ok(Err(error)) => return Err(self.broker_lost(error.to_string())),
+                Err(_) => return Err(self.broker_lost("connect timed out".to_owned())),
+            }
+        }
         self.status.set_broker(UP);
         let rows = self.outbox.claim(store::now(), self.settings.lease, self.settings.batch_size).await?;
-        let (outcome, lost) = self.publish_batch(&publisher, &rows).await;
-        match lost {
-            None => self.publisher = Some(publisher),
-            Some(_) => self.status.set_broker(DOWN),
-        }
+        let (outcome, lost) = match &self.publisher {
+            Some(publisher) => self.publish_batch(publisher, &rows).await,
+            None => (Ok(RelayOutcome::default()), Some("not connected".to_owned())),
+        };
+        let lost = lost.map(|reason| self.broker_lost(reason));
         self.status.set_pending(self.outbox.count_pending().await?);
         match lost {
-            Some(error) => Err(RelayError::Broker(error)),
-            None => Ok(outcome?),
+            Some(error) => Err(error),
+            None => outcome,
         }
     }
 
+    /// Drops the connection (the next pass reconnects) and reports the broker down.
+    fn broker_lost(&mut self, reason: String) -> RelayError {
+        self.publisher = None;
+        self.status.set_broker(DOWN);
+        RelayError::Broker(reason)
+    }
+
     /// Publishes every row, then awaits the confirms in order and settles each row in the
-    /// database. Returns the connection error if the broker went away mid-batch.
+    /// database. Returns why the broker was lost, if it went away (or stopped confirming)
+    /// mid-batch; the rows it did not confirm are released for the next pass.
     async fn publish_batch(
         &self,
         publisher: &Publisher,
         rows: &[OutboxRow],
-    ) -> (Result<RelayOutcome, RelayError>, Option<lapin::Error>) {
+    ) -> (Result<RelayOutcome, RelayError>, Option<String>) {
         let mut outcome = RelayOutcome { claimed: rows.len(), ..RelayOutcome::default() };
         let mut lost = None;
         let mut in_flight = Vec::with_capacity(rows.len());
@@ -186,22 +195,28 @@ impl Relay {
                     Ok(confirm) => in_flight.push((row, confirm)),
                     Err(error) => {
                         released.push(row.id);
-                        lost = Some(error);
+                        lost = Some(error.to_string());
                     }
                 },
             }
         }
+        // A blocked broker (memory or disk alarm) never confirms: give up on the batch, not the rows.
+        let deadline = tokio::time::Instant::now() + BROKER_TIMEOUT;
         let mut published = Vec::with_capacity(in_flight.len());
         for (row, confirm) in in_flight {
-            match publisher::confirmed(confirm).await {
-                Ok(()) => {
+            match tokio::time::timeout_at(deadline, publisher::confirmed(confirm)).await {
+                Ok(Ok(())) => {
                     metrics::outbox_published(lag(row));
                     published.push(row.id);
                 }
-                Err(PublishError::Refused(reason)) => failed.push((row, reason.to_owned())),
-                Err(PublishError::Connection(error)) => {
+                Ok(Err(PublishError::Refused(reason))) => failed.push((row, reason.to_owned())),
+                Ok(Err(PublishError::Connection(error))) => {
                     released.push(row.id);
-                    lost.get_or_insert(error);
+                    lost.get_or_insert(error.to_string());
+                }
+                Err(_) => {
+                    released.push(row.id);
+                    lost.get_or_insert("no confirm from the broker in time".to_owned());
                 }
             }
         }

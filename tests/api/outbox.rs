@@ -28,13 +28,13 @@ crate::on_both_backends!(
 );
 
 /// A queue of this test's own on the `orders` exchange.
-struct TestConsumer {
+pub struct TestConsumer {
     _connection: Connection,
     consumer: Consumer,
 }
 
 impl TestConsumer {
-    async fn bind() -> Self {
+    pub async fn bind() -> Self {
         let connection = Connection::connect(BROKER, ConnectionProperties::default())
             .await
             .expect("RabbitMQ must be running on 127.0.0.1:5672 for the tests");
@@ -63,7 +63,7 @@ impl TestConsumer {
     }
 
     /// The messages for `ids` that arrive within `wait`, stopping early once `want` arrived.
-    async fn take(&mut self, ids: &[String], want: usize, wait: Duration) -> Vec<Delivery> {
+    pub async fn take(&mut self, ids: &[String], want: usize, wait: Duration) -> Vec<Delivery> {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + wait;
         while got.len() < want {
@@ -79,12 +79,12 @@ impl TestConsumer {
     }
 }
 
-fn message_id(delivery: &Delivery) -> String {
+pub fn message_id(delivery: &Delivery) -> String {
     delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default()
 }
 
 /// An app whose upstreams answer at once; `env` adds variables.
-async fn app(backend: Backend, env: &[(&str, &str)]) -> TestApp {
+pub async fn app(backend: Backend, env: &[(&str, &str)]) -> TestApp {
     let upstreams = Upstreams::mock().await;
     upstreams.mount_healthy().await;
     let mut builder = TestApp::builder(backend).upstreams(upstreams);
@@ -95,7 +95,7 @@ async fn app(backend: Backend, env: &[(&str, &str)]) -> TestApp {
 }
 
 /// Creates `n` orders (all must be 201) and returns their bodies, in creation order.
-async fn create(app: &TestApp, n: usize) -> Vec<Value> {
+pub async fn create(app: &TestApp, n: usize) -> Vec<Value> {
     let mut orders = Vec::with_capacity(n);
     for _ in 0..n {
         let response = app.post_order("7c11e1ce2741", "classic-box").await;
@@ -105,7 +105,7 @@ async fn create(app: &TestApp, n: usize) -> Vec<Value> {
     orders
 }
 
-fn ids(orders: &[Value]) -> Vec<String> {
+pub fn ids(orders: &[Value]) -> Vec<String> {
     orders.iter().map(|o| o["id"].as_str().expect("id").to_owned()).collect()
 }
 

@@ -1,11 +1,15 @@
-//! A broker outage through the real relay loop: orders keep succeeding, the backlog drains in
-//! order once the broker is reachable again. The outage is a per-test TCP proxy, so this test
-//! needs no serialization with the others that share the broker.
+//! The relay loop as the service runs it: a broker outage (orders keep succeeding, the backlog
+//! drains in order once the broker is back), wake-up on commit, and stop on shutdown. The
+//! outage is a per-test TCP proxy, so no test here needs serializing with the others.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use order_service::outbox::RelaySettings;
+use tokio::sync::Notify;
+
 use crate::helpers::{Backend, TestApp};
-use crate::outbox::{TestConsumer, app, create, ids, message_id};
+use crate::outbox::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
 use crate::proxy::CutProxy;
 
 crate::on_both_backends!(orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order);
@@ -56,4 +60,34 @@ async fn pending_after_settling(app: &TestApp) -> i64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     pending
+}
+
+/// A commit wakes the relay at once: with a one-minute poll, only the wake-up can explain a
+/// prompt delivery.
+#[tokio::test]
+async fn a_committed_order_wakes_the_relay_without_waiting_for_the_poll() {
+    let mut consumer = TestConsumer::bind().await;
+    let app = app(Backend::Sqlite, &[("AMQP_URL", BROKER), ("OUTBOX_POLL_INTERVAL_MS", "60000")]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the first (empty) pass is done
+    let created = ids(&create(&app, 2).await);
+    assert_eq!(consumer.take(&created, 2, Duration::from_secs(5)).await.len(), 2);
+}
+
+/// Stop finishes the pass in flight and returns; rows committed later wait for the next start.
+#[tokio::test]
+async fn the_relay_stops_when_asked_and_leaves_later_rows_pending() {
+    let app = app(Backend::Postgres, &[]).await;
+    create(&app, 3).await;
+    let settings = RelaySettings { poll_interval: Duration::from_secs(60), ..RelaySettings::default() };
+    let (relay, _) = new_relay(&app.db, settings).await;
+    let wake = Arc::new(Notify::new());
+    let handle = relay.spawn(Arc::clone(&wake));
+    assert_eq!(pending_after_settling(&app).await, 0, "the first pass publishes the backlog");
+    assert_eq!(handle.status.broker(), "up");
+    tokio::time::timeout(Duration::from_secs(5), handle.stop()).await.expect("stops promptly");
+
+    create(&app, 1).await;
+    wake.notify_one(); // nobody listens any more
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 1);
 }

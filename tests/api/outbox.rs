@@ -110,7 +110,7 @@ pub fn ids(orders: &[Value]) -> Vec<String> {
 }
 
 /// A relay of the test's own over the test database.
-async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn Outbox>) {
+pub async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn Outbox>) {
     let pool = PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(5) };
     let store = storage::connect(&db.url, pool).await.expect("store");
     (Relay::new(store.outbox(), BROKER.to_owned(), settings), store.outbox())

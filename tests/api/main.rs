@@ -1,6 +1,7 @@
 //! One integration-test binary: each test starts the real application on a random port with a
 //! database of its own (PostgreSQL or SQLite), so tests run in parallel.
 
+mod bench;
 mod health;
 mod helpers;
 mod migrations;

@@ -77,6 +77,11 @@ impl TestConsumer {
         }
         got
     }
+
+    /// The next message, whoever it is for (benchmarks filter it themselves).
+    pub async fn next_delivery(&mut self) -> Option<Delivery> {
+        self.consumer.next().await.and_then(Result::ok)
+    }
 }
 
 pub fn message_id(delivery: &Delivery) -> String {

@@ -157,7 +157,10 @@ impl Relay {
             None => (Ok(RelayOutcome::default()), Some("not connected".to_owned())),
         };
         let lost = lost.map(|reason| self.broker_lost(reason));
-        self.status.set_pending(self.outbox.count_pending().await?);
+        // A full batch means more is waiting and another pass follows at once: count after that one.
+        if rows.len() < self.settings.batch_size as usize || lost.is_some() {
+            self.status.set_pending(self.outbox.count_pending().await?);
+        }
         match lost {
             Some(error) => Err(error),
             None => outcome,

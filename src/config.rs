@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::outbox::RelaySettings;
 use crate::upstream::breaker::{BreakerConfig, KeyedConfig};
 use crate::upstream::retry::Backoff;
 use crate::upstream::stack::StackConfig;
@@ -26,6 +27,8 @@ pub struct Config {
     pub database_acquire_timeout: Duration,
     /// `AMQP_URL`: the broker; `None` leaves the relay off and events wait in the outbox.
     pub amqp_url: Option<String>,
+    /// `OUTBOX_*`: how the relay polls, batches, leases and backs off (used only with `AMQP_URL`).
+    pub relay: RelaySettings,
     /// `USER_SERVICE_URL`.
     pub user_service_url: Url,
     /// `PRODUCT_SERVICE_URL`.
@@ -65,6 +68,7 @@ impl Config {
             database_max_connections: env.number("DATABASE_MAX_CONNECTIONS", 16, 1..=1000)?,
             database_acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 1000)?,
             amqp_url: amqp_url(env.get("AMQP_URL"))?,
+            relay: relay_settings(&env)?,
             user_service_url: env.url("USER_SERVICE_URL", "http://127.0.0.1:8082")?,
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
             order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
@@ -75,6 +79,25 @@ impl Config {
         };
         Ok(config)
     }
+}
+
+/// `OUTBOX_*` relay settings; defaults in [`RelaySettings::default`] and the README.
+fn relay_settings(env: &Env<'_>) -> Result<RelaySettings, ConfigError> {
+    let d = RelaySettings::default();
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let retry_base = env.millis("OUTBOX_RETRY_BASE_MS", ms(d.row_backoff.base))?;
+    let retry_max = env.millis("OUTBOX_RETRY_MAX_MS", ms(d.row_backoff.max))?;
+    if retry_max < retry_base {
+        return Err(invalid("OUTBOX_RETRY_MAX_MS", "must not be below OUTBOX_RETRY_BASE_MS".into()));
+    }
+    let reconnect_max = env.millis("OUTBOX_RECONNECT_MAX_MS", ms(d.reconnect.max))?;
+    Ok(RelaySettings {
+        poll_interval: env.millis("OUTBOX_POLL_INTERVAL_MS", ms(d.poll_interval))?,
+        batch_size: env.number("OUTBOX_BATCH_SIZE", d.batch_size, 1..=10_000)?,
+        lease: env.millis("OUTBOX_CLAIM_LEASE_MS", ms(d.lease))?,
+        row_backoff: Backoff { base: retry_base, max: retry_max },
+        reconnect: Backoff { base: d.reconnect.base.min(reconnect_max), max: reconnect_max },
+    })
 }
 
 /// `{prefix}_*` resilience settings; the defaults are argued for in the README.
@@ -265,6 +288,25 @@ mod tests {
             let err = load(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{value}");
             assert!(err.to_string().starts_with(&format!("invalid {var}: ")));
+        }
+    }
+
+    #[test]
+    fn relay_settings_have_defaults_and_are_validated() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.relay, RelaySettings::default());
+        assert_eq!(c.relay.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.relay.batch_size, 100);
+        let c =
+            load(&[("OUTBOX_POLL_INTERVAL_MS", "50"), ("OUTBOX_BATCH_SIZE", "7"), ("OUTBOX_CLAIM_LEASE_MS", "900")])
+                .expect("valid");
+        assert_eq!(c.relay.poll_interval, Duration::from_millis(50));
+        assert_eq!(c.relay.batch_size, 7);
+        assert_eq!(c.relay.lease, Duration::from_millis(900));
+        for (var, value) in
+            [("OUTBOX_BATCH_SIZE", "0"), ("OUTBOX_POLL_INTERVAL_MS", "soon"), ("OUTBOX_RETRY_MAX_MS", "10")]
+        {
+            assert_eq!(load(&[(var, value)]).expect_err(var).var, var, "{value}");
         }
     }
 

@@ -10,12 +10,14 @@
 //! - [`domain`] — ids, money, orders and the place-order use case.
 //! - [`upstream`] — user-service and product-service clients over one tower stack each.
 //! - [`storage`] — the `OrderStore` trait, PostgreSQL and SQLite; order + outbox row in one tx.
-//! - [`telemetry`] — logging.
+//! - [`outbox`] — the relay: outbox rows to RabbitMQ with publisher confirms, at-least-once.
+//! - [`telemetry`] — logging and metrics.
 //! - [`startup`] — builds the `Application` from a `Config` and runs it.
 
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod outbox;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

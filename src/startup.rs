@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
 use crate::http::{AppState, HttpLimits, router};
+use crate::outbox::{NotifyingStore, Relay, RelayHandle};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
 use crate::upstream::{Upstream, stack, transport};
@@ -27,6 +28,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     store: Arc<dyn OrderStore>,
+    /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
+    relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
 }
 
 impl Application {
@@ -35,7 +38,14 @@ impl Application {
             max_connections: config.database_max_connections,
             acquire_timeout: config.database_acquire_timeout,
         };
-        let store = storage::connect(&config.database_url, pool).await?;
+        let mut store = storage::connect(&config.database_url, pool).await?;
+        let relay = config.amqp_url.clone().map(|url| {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            (Relay::new(store.outbox(), url, config.relay), wake)
+        });
+        if let Some((_, wake)) = &relay {
+            store = Arc::new(NotifyingStore::new(store, Arc::clone(wake)));
+        }
         let http = transport::http_client();
         let metrics = telemetry::metrics::install();
         let (users, user_breakers) =
@@ -46,21 +56,15 @@ impl Application {
         let state = AppState {
             orders,
             store: Arc::clone(&store),
-            amqp_configured: config.amqp_url.is_some(),
+            relay: relay.as_ref().map(|(relay, _)| relay.status()),
             breakers: vec![user_breakers, product_breakers],
             metrics,
         };
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| StartupError::Bind { addr: config.http_addr, source })?;
-        Ok(Self {
-            listener,
-            router: router(
-                state,
-                HttpLimits { body_limit_bytes: config.body_limit_bytes, max_in_flight: config.max_in_flight },
-            ),
-            store,
-        })
+        let limits = HttpLimits { body_limit_bytes: config.body_limit_bytes, max_in_flight: config.max_in_flight };
+        Ok(Self { listener, router: router(state, limits), store, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -75,9 +79,16 @@ impl Application {
         Arc::clone(&self.store)
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Starts the relay (if configured) and serves until `shutdown` resolves; then lets
+    /// in-flight requests finish, and only then stops the relay after its batch in flight, so
+    /// the last orders' events still leave if the broker is up. Pending rows wait for the next start.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        if let Some(relay) = relay {
+            relay.stop().await;
+        }
+        served
     }
 }

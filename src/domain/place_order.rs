@@ -111,6 +111,9 @@ mod tests {
         fn backend(&self) -> &'static str {
             "none"
         }
+        fn outbox(&self) -> Arc<dyn crate::outbox::Outbox> {
+            unreachable!()
+        }
     }
 
     /// Sets its flag when dropped: proof that a lookup's future was cancelled.

@@ -19,7 +19,9 @@ pub struct Ready {
     /// `ready` or `not_ready`.
     pub status: &'static str,
     pub database: Component,
-    /// `disabled` when no `AMQP_URL` is set: events then wait in the outbox.
+    /// The outbox relay's broker connection: `up`, `down` (reconnecting; orders still succeed)
+    /// or `disabled` when no `AMQP_URL` is set (events wait in the outbox). `detail` carries the
+    /// pending-event count as of the relay's last pass.
     pub broker: Component,
     /// Each upstream's breakers. An open breaker never makes the service unready: failing
     /// fast is the service working as designed, and restarting it would not help.
@@ -62,11 +64,13 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
         Ok(()) => Component { status: "up", detail: Some(app.store.backend().to_owned()) },
         Err(_) => Component { status: "down", detail: Some(app.store.backend().to_owned()) },
     };
-    let broker = match app.amqp_configured {
-        false => {
-            Component { status: "disabled", detail: Some("AMQP_URL is not set; events wait in the outbox".into()) }
-        }
-        true => Component { status: "up", detail: None },
+    let broker = match &app.relay {
+        None => Component { status: "disabled", detail: Some("AMQP_URL is not set; events wait in the outbox".into()) },
+        Some(relay) => Component {
+            // `starting` (not connected yet) is reported as `down`: nothing is being published.
+            status: if relay.broker() == "up" { "up" } else { "down" },
+            detail: relay.pending().map(|pending| format!("{pending} events pending")),
+        },
     };
     let breakers = app
         .breakers

@@ -25,6 +25,7 @@ use axum::extract::State;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::domain::OrderService;
+use crate::outbox::RelayStatus;
 use crate::storage::OrderStore;
 use crate::upstream::breaker::BreakerHandle;
 use error::ApiError;
@@ -34,7 +35,8 @@ use error::ApiError;
 pub struct AppState {
     pub orders: OrderService,
     pub store: Arc<dyn OrderStore>,
-    pub amqp_configured: bool,
+    /// The relay's state; `None` when no `AMQP_URL` is set (relay off).
+    pub relay: Option<RelayStatus>,
     /// Each upstream's breakers, for readiness.
     pub breakers: Vec<BreakerHandle>,
     /// Renders `/metrics`.

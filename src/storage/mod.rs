@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::Order;
+use crate::outbox::Outbox;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -38,6 +39,8 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// `postgres` or `sqlite`, for `/health/ready`.
     fn backend(&self) -> &'static str;
+    /// The relay's view of the same database (same pool).
+    fn outbox(&self) -> Arc<dyn Outbox>;
 }
 
 /// A storage failure, split by what the client should do about it.

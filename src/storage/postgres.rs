@@ -1,6 +1,7 @@
 //! The production store.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
@@ -11,6 +12,7 @@ use uuid::Uuid;
 use super::row::{OrderRow, select_orders};
 use super::{ListFilter, OrderStore, PoolSettings, StoreError};
 use crate::domain::Order;
+use crate::outbox::Outbox;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -95,5 +97,9 @@ impl OrderStore for PgStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::new(self.clone())
     }
 }

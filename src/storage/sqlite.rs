@@ -1,6 +1,7 @@
 //! The embedded default store: one file, no server, same schema and behaviour as PostgreSQL.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use super::row::{OrderRow, select_orders};
 use super::{ListFilter, OrderStore, PoolSettings, StoreError};
 use crate::domain::Order;
+use crate::outbox::Outbox;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -105,5 +107,9 @@ impl OrderStore for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::new(self.clone())
     }
 }

@@ -115,3 +115,19 @@ pub fn order_created() {
 pub fn order_failed(reason: &'static str) {
     counter!(ORDERS_FAILED, "reason" => reason).increment(1);
 }
+
+/// Unpublished outbox rows, as counted after each relay pass.
+pub fn outbox_pending(pending: i64) {
+    gauge!(OUTBOX_PENDING).set(pending as f64);
+}
+
+/// One event confirmed by the broker, `lag` after its order was committed.
+pub fn outbox_published(lag: Duration) {
+    counter!(OUTBOX_PUBLISHED).increment(1);
+    histogram!(OUTBOX_LAG).record(lag.as_secs_f64());
+}
+
+/// `n` publish attempts that did not end in an ack (refused, returned, or connection lost).
+pub fn outbox_failures(n: usize) {
+    counter!(OUTBOX_FAILURES).increment(n as u64);
+}

@@ -1,11 +1,15 @@
 //! One integration-test binary: each test starts the real application on a random port with a
 //! database of its own (PostgreSQL or SQLite), so tests run in parallel.
 
+mod bench;
 mod health;
 mod helpers;
 mod logs;
 mod migrations;
 mod orders;
+mod outage;
+mod outbox;
+mod proxy;
 mod resilience;
 mod use_cases;
 mod validation;

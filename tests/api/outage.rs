@@ -1,0 +1,93 @@
+//! The relay loop as the service runs it: a broker outage (orders keep succeeding, the backlog
+//! drains in order once the broker is back), wake-up on commit, and stop on shutdown. The
+//! outage is a per-test TCP proxy, so no test here needs serializing with the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_service::outbox::RelaySettings;
+use tokio::sync::Notify;
+
+use crate::helpers::{Backend, TestApp};
+use crate::outbox::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
+use crate::proxy::CutProxy;
+
+crate::on_both_backends!(orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order);
+
+async fn orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order(backend: Backend) {
+    let mut consumer = TestConsumer::bind().await;
+    let proxy = CutProxy::start("127.0.0.1:5672").await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let env = [("AMQP_URL", url.as_str()), ("OUTBOX_POLL_INTERVAL_MS", "50"), ("OUTBOX_RECONNECT_MAX_MS", "200")];
+    let app = app(backend, &env).await;
+
+    let before = ids(&create(&app, 2).await);
+    assert_eq!(consumer.take(&before, 2, Duration::from_secs(15)).await.len(), 2, "relay works before the outage");
+    // A cut between delivery and confirm would (rightly) publish them again: let them settle.
+    assert_eq!(pending_after_settling(&app).await, 0);
+
+    proxy.cut();
+    let during = ids(&create(&app, 5).await); // every one a 201
+    let mut status = String::new();
+    for _ in 0..100 {
+        let ready = app.get("/health/ready").await;
+        assert_eq!(ready.status(), 200, "a broker outage never makes the service unready");
+        let body: serde_json::Value = ready.json().await.expect("json");
+        status = body["broker"]["status"].as_str().unwrap_or_default().to_owned();
+        if status == "down" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "down");
+    assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 5, "events wait in the outbox");
+
+    proxy.restore();
+    let got = consumer.take(&during, 5, Duration::from_secs(20)).await;
+    assert_eq!(got.iter().map(message_id).collect::<Vec<_>>(), during, "every event, in order");
+    assert_eq!(pending_after_settling(&app).await, 0, "every row ends published");
+    assert_eq!(app.ready().await["broker"]["status"], "up");
+}
+
+/// Unpublished rows, waiting up to 5 s for them to reach zero.
+async fn pending_after_settling(app: &TestApp) -> i64 {
+    let mut pending = -1;
+    for _ in 0..100 {
+        pending = app.db.count("outbox WHERE published_at IS NULL").await;
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pending
+}
+
+/// A commit wakes the relay at once: with a one-minute poll, only the wake-up can explain a
+/// prompt delivery.
+#[tokio::test]
+async fn a_committed_order_wakes_the_relay_without_waiting_for_the_poll() {
+    let mut consumer = TestConsumer::bind().await;
+    let app = app(Backend::Sqlite, &[("AMQP_URL", BROKER), ("OUTBOX_POLL_INTERVAL_MS", "60000")]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the first (empty) pass is done
+    let created = ids(&create(&app, 2).await);
+    assert_eq!(consumer.take(&created, 2, Duration::from_secs(5)).await.len(), 2);
+}
+
+/// Stop finishes the pass in flight and returns; rows committed later wait for the next start.
+#[tokio::test]
+async fn the_relay_stops_when_asked_and_leaves_later_rows_pending() {
+    let app = app(Backend::Postgres, &[]).await;
+    create(&app, 3).await;
+    let settings = RelaySettings { poll_interval: Duration::from_secs(60), ..RelaySettings::default() };
+    let (relay, _) = new_relay(&app.db, settings).await;
+    let wake = Arc::new(Notify::new());
+    let handle = relay.spawn(Arc::clone(&wake));
+    assert_eq!(pending_after_settling(&app).await, 0, "the first pass publishes the backlog");
+    assert_eq!(handle.status.broker(), "up");
+    tokio::time::timeout(Duration::from_secs(5), handle.stop()).await.expect("stops promptly");
+
+    create(&app, 1).await;
+    wake.notify_one(); // nobody listens any more
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 1);
+}

@@ -1,0 +1,279 @@
+//! The outbox relay against the real RabbitMQ (127.0.0.1:5672) and the real databases.
+//!
+//! Every test binds a queue of its own (exclusive, auto-delete) to the shared `orders`
+//! exchange and keeps only the messages of the orders it created: tests run in parallel.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
+use order_service::outbox::{Outbox, Relay, RelaySettings};
+use order_service::storage::{self, PoolSettings};
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp, TestDb, Upstreams, free_port, sample};
+
+pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+crate::on_both_backends!(
+    events_reach_a_consumer_exactly_as_the_contract_says,
+    orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later,
+    an_event_published_but_not_marked_is_published_again,
+    a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it,
+);
+
+/// A queue of this test's own on the `orders` exchange.
+pub struct TestConsumer {
+    _connection: Connection,
+    consumer: Consumer,
+}
+
+impl TestConsumer {
+    pub async fn bind() -> Self {
+        let connection = Connection::connect(BROKER, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ must be running on 127.0.0.1:5672 for the tests");
+        let channel = connection.create_channel().await.expect("channel");
+        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+        channel
+            .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .expect("exchange");
+        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+        let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.expect("queue");
+        let name = queue.name().clone();
+        channel
+            .queue_bind(
+                name.clone(),
+                "orders".into(),
+                "created_order".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+        let consumer = channel.basic_consume(name, "".into(), no_ack, FieldTable::default()).await.expect("consume");
+        Self { _connection: connection, consumer }
+    }
+
+    /// The messages for `ids` that arrive within `wait`, stopping early once `want` arrived.
+    pub async fn take(&mut self, ids: &[String], want: usize, wait: Duration) -> Vec<Delivery> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while got.len() < want {
+            let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, self.consumer.next()).await else {
+                break;
+            };
+            let delivery = delivery.expect("delivery");
+            if ids.iter().any(|id| Some(id.as_str()) == delivery.properties.message_id().as_ref().map(|m| m.as_str())) {
+                got.push(delivery);
+            }
+        }
+        got
+    }
+
+    /// The next message, whoever it is for (benchmarks filter it themselves).
+    pub async fn next_delivery(&mut self) -> Option<Delivery> {
+        self.consumer.next().await.and_then(Result::ok)
+    }
+}
+
+pub fn message_id(delivery: &Delivery) -> String {
+    delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default()
+}
+
+/// An app whose upstreams answer at once; `env` adds variables.
+pub async fn app(backend: Backend, env: &[(&str, &str)]) -> TestApp {
+    let upstreams = Upstreams::mock().await;
+    upstreams.mount_healthy().await;
+    let mut builder = TestApp::builder(backend).upstreams(upstreams);
+    for (name, value) in env {
+        builder = builder.env(name, value);
+    }
+    builder.spawn().await
+}
+
+/// Creates `n` orders (all must be 201) and returns their bodies, in creation order.
+pub async fn create(app: &TestApp, n: usize) -> Vec<Value> {
+    let mut orders = Vec::with_capacity(n);
+    for _ in 0..n {
+        let response = app.post_order("7c11e1ce2741", "classic-box").await;
+        assert_eq!(response.status(), 201);
+        orders.push(response.json().await.expect("json"));
+    }
+    orders
+}
+
+pub fn ids(orders: &[Value]) -> Vec<String> {
+    orders.iter().map(|o| o["id"].as_str().expect("id").to_owned()).collect()
+}
+
+/// A relay of the test's own over the test database.
+pub async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn Outbox>) {
+    let pool = PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(5) };
+    let store = storage::connect(&db.url, pool).await.expect("store");
+    (Relay::new(store.outbox(), BROKER.to_owned(), settings), store.outbox())
+}
+
+async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) {
+    let mut consumer = TestConsumer::bind().await;
+    let app = app(backend, &[("AMQP_URL", BROKER), ("OUTBOX_POLL_INTERVAL_MS", "100")]).await;
+    let orders = create(&app, 3).await;
+    let ids = ids(&orders);
+
+    let got = consumer.take(&ids, 3, Duration::from_secs(15)).await;
+    assert_eq!(got.iter().map(message_id).collect::<Vec<_>>(), ids, "one message per order, in order");
+    for (delivery, order) in got.iter().zip(&orders) {
+        assert_eq!(delivery.exchange.as_str(), "orders");
+        assert_eq!(delivery.routing_key.as_str(), "created_order");
+        assert_eq!(*delivery.properties.delivery_mode(), Some(2), "persistent");
+        assert_eq!(delivery.properties.content_type().as_ref().map(|c| c.as_str()), Some("application/json"));
+        let headers = delivery.properties.headers().as_ref().expect("headers");
+        match headers.inner().get("type") {
+            Some(AMQPValue::LongString(value)) => assert_eq!(value.as_bytes(), b"order.created"),
+            other => panic!("type header: {other:?}"),
+        }
+        let mut body: Value = serde_json::from_slice(&delivery.data).expect("JSON body");
+        let sent_at = body["sent_at"].as_str().expect("sent_at").to_owned();
+        assert!(sent_at.ends_with('Z'), "{sent_at}");
+        chrono::DateTime::parse_from_rfc3339(&sent_at).expect("RFC 3339");
+        body.as_object_mut().expect("object").remove("sent_at");
+        let expected = serde_json::json!({"producer": "order-service", "type": "order.created", "payload": {"order": {
+            "order_id": order["id"], "customer_fullname": "Ada Lovelace", "product_name": "Classic Box",
+            "total_amount": 9.99, "created_at": order["created_at"],
+        }}});
+        assert_eq!(body, expected);
+    }
+
+    // The row is marked after the ack, and the API and metrics say so.
+    let mut published = false;
+    for _ in 0..50 {
+        let order: Value = app.get(&format!("/v1/orders/{}", ids[2])).await.json().await.expect("json");
+        published = order["published"] == true;
+        if published {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "published after the confirm");
+    assert!(consumer.take(&ids, 1, Duration::from_millis(500)).await.is_empty(), "no duplicates");
+    let ready = app.ready().await;
+    assert_eq!(ready["broker"]["status"], "up", "{ready}");
+    let metrics = app.metrics().await;
+    assert!(sample(&metrics, "outbox_published_total", &[]) >= 3.0, "{metrics}");
+    assert!(metrics.contains("outbox_publish_lag_seconds"), "{metrics}");
+}
+
+async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later(backend: Backend) {
+    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let app = app(backend, &[("AMQP_URL", &dead), ("OUTBOX_POLL_INTERVAL_MS", "50")]).await;
+    let orders = create(&app, 5).await;
+    let ids = ids(&orders);
+    assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 5);
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200, "a broker outage never makes the service unready");
+    let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["broker"]["status"], "down", "{ready}");
+    let order: Value = app.get(&format!("/v1/orders/{}", ids[0])).await.json().await.expect("json");
+    assert_eq!(order["published"], false);
+
+    // The broker "comes back": a relay that reaches it drains the backlog in order.
+    let mut consumer = TestConsumer::bind().await;
+    let (mut relay, outbox) = new_relay(&app.db, RelaySettings::default()).await;
+    let outcome = relay.relay_once().await.expect("relay pass");
+    assert_eq!((outcome.published, outcome.failed), (5, 0));
+    let got = consumer.take(&ids, 5, Duration::from_secs(10)).await;
+    assert_eq!(got.iter().map(message_id).collect::<Vec<_>>(), ids);
+    assert_eq!(outbox.count_pending().await.expect("count"), 0);
+    assert_eq!(relay.status().broker(), "up");
+}
+
+async fn an_event_published_but_not_marked_is_published_again(backend: Backend) {
+    let app = app(backend, &[]).await;
+    let ids = ids(&create(&app, 1).await);
+    let mut consumer = TestConsumer::bind().await;
+
+    // A relay that claimed the row and then vanished: its lease keeps others off until it ends.
+    let far = match backend {
+        Backend::Postgres => "now() + interval '1 hour'",
+        Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now', '+1 hour')",
+    };
+    app.db.execute(&format!("UPDATE outbox SET claimed_until = {far}")).await;
+    let (mut relay, _) = new_relay(&app.db, RelaySettings::default()).await;
+    assert_eq!(relay.relay_once().await.expect("pass").claimed, 0, "leased rows are not taken");
+    app.db.execute("UPDATE outbox SET claimed_until = NULL").await;
+
+    assert_eq!(relay.relay_once().await.expect("pass").published, 1);
+    let first = consumer.take(&ids, 1, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 1);
+
+    // Crash after the broker's ack, before the mark: the row is still pending after restart.
+    app.db.execute("UPDATE outbox SET published_at = NULL, claimed_until = NULL").await;
+    let (mut restarted, _) = new_relay(&app.db, RelaySettings::default()).await;
+    assert_eq!(restarted.relay_once().await.expect("pass").published, 1);
+    let second = consumer.take(&ids, 1, Duration::from_secs(10)).await;
+    assert_eq!(second.len(), 1, "at-least-once: published again, never lost");
+    assert_eq!(message_id(&first[0]), message_id(&second[0]), "consumers de-duplicate on message_id");
+    assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 0);
+}
+
+async fn a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it(backend: Backend) {
+    let app = app(backend, &[]).await;
+    let ids = ids(&create(&app, 3).await);
+    let poison = match backend {
+        Backend::Postgres => "UPDATE outbox SET payload = '\"not an order\"'::jsonb WHERE id = 2",
+        Backend::Sqlite => "UPDATE outbox SET payload = '{corrupt' WHERE id = 2",
+    };
+    app.db.execute(poison).await;
+    let mut consumer = TestConsumer::bind().await;
+    let (mut relay, outbox) = new_relay(&app.db, RelaySettings::default()).await;
+
+    let outcome = relay.relay_once().await.expect("pass");
+    assert_eq!((outcome.claimed, outcome.published, outcome.failed), (3, 2, 1));
+    // Backing off (at least half a second): the next pass does not hammer it.
+    assert_eq!(relay.relay_once().await.expect("pass").claimed, 0);
+    let got = consumer.take(&ids, 3, Duration::from_secs(3)).await;
+    assert_eq!(got.iter().map(message_id).collect::<Vec<_>>(), vec![ids[0].clone(), ids[2].clone()]);
+    assert_eq!(app.db.scalar_i64("SELECT CAST(attempts AS bigint) FROM outbox WHERE id = 2").await, 1);
+    assert_eq!(app.db.count("outbox WHERE id = 2 AND last_error IS NOT NULL AND published_at IS NULL").await, 1);
+    assert_eq!(app.db.count("outbox WHERE id = 2 AND next_attempt_at > created_at").await, 1, "backed off");
+    assert_eq!(outbox.count_pending().await.expect("count"), 1);
+    let metrics = app.metrics().await;
+    assert!(sample(&metrics, "outbox_publish_failures_total", &[]) >= 1.0, "{metrics}");
+}
+
+/// Two relays (two replicas) over one PostgreSQL: every event once, none twice.
+#[tokio::test]
+async fn two_relays_over_one_postgres_publish_each_event_once() {
+    let app = app(Backend::Postgres, &[]).await;
+    let ids = ids(&create(&app, 30).await);
+    let mut consumer = TestConsumer::bind().await;
+    let settings = RelaySettings { batch_size: 4, ..RelaySettings::default() };
+    let (a, _) = new_relay(&app.db, settings).await;
+    let (b, _) = new_relay(&app.db, settings).await;
+    let drain = |mut relay: Relay| async move {
+        let mut published = 0;
+        loop {
+            let outcome = relay.relay_once().await.expect("pass");
+            published += outcome.published;
+            if outcome.claimed == 0 {
+                return published;
+            }
+        }
+    };
+    let (by_a, by_b) = tokio::join!(drain(a), drain(b));
+    assert_eq!(by_a + by_b, 30, "a: {by_a}, b: {by_b}");
+
+    let mut got = consumer.take(&ids, 30, Duration::from_secs(15)).await;
+    got.extend(consumer.take(&ids, 1, Duration::from_millis(500)).await);
+    let unique: HashSet<String> = got.iter().map(message_id).collect();
+    assert_eq!(got.len(), 30, "no duplicates");
+    assert_eq!(unique.len(), 30, "every event");
+    assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 0);
+}

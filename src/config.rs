@@ -39,6 +39,10 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// `HTTP_MAX_IN_FLIGHT`: `/v1` requests served at once before shedding with 503.
     pub max_in_flight: usize,
+    /// `SHUTDOWN_DELAY_MS`: after SIGTERM, keep serving (unready) this long before closing.
+    pub shutdown_delay: Duration,
+    /// `SHUTDOWN_DRAIN_TIMEOUT_MS`: the longest in-flight requests may take to finish.
+    pub shutdown_drain_timeout: Duration,
     /// `USER_*`: the resilience stack around user-service.
     pub user_stack: StackConfig,
     /// `PRODUCT_*`: the resilience stack around product-service.
@@ -74,6 +78,8 @@ impl Config {
             order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
             max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 512, 1..=1_000_000)?,
+            shutdown_delay: Duration::from_millis(env.number("SHUTDOWN_DELAY_MS", 0, 0..=600_000)?),
+            shutdown_drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", 10_000)?,
             user_stack: stack_config(&env, "USER")?,
             product_stack: stack_config(&env, "PRODUCT")?,
         };

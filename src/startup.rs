@@ -1,8 +1,10 @@
 //! Wires config into a running application: store, upstream clients, router, listener.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -30,6 +32,14 @@ pub struct Application {
     store: Arc<dyn OrderStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
+    draining: Arc<AtomicBool>,
+    shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ShutdownSettings {
+    delay: Duration,
+    drain_timeout: Duration,
 }
 
 impl Application {
@@ -53,18 +63,21 @@ impl Application {
         let (products, product_breakers) =
             stack::build::<Product>(http, Upstream::Product, config.product_service_url.clone(), &config.product_stack);
         let orders = OrderService::new(users, products, Arc::clone(&store), config.order_deadline);
+        let draining = Arc::new(AtomicBool::new(false));
         let state = AppState {
             orders,
             store: Arc::clone(&store),
             relay: relay.as_ref().map(|(relay, _)| relay.status()),
             breakers: vec![user_breakers, product_breakers],
             metrics,
+            draining: Arc::clone(&draining),
         };
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| StartupError::Bind { addr: config.http_addr, source })?;
         let limits = HttpLimits { body_limit_bytes: config.body_limit_bytes, max_in_flight: config.max_in_flight };
-        Ok(Self { listener, router: router(state, limits), store, relay })
+        let shutdown = ShutdownSettings { delay: config.shutdown_delay, drain_timeout: config.shutdown_drain_timeout };
+        Ok(Self { listener, router: router(state, limits), store, relay, draining, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -82,13 +95,41 @@ impl Application {
     /// Starts the relay (if configured) and serves until `shutdown` resolves; then lets
     /// in-flight requests finish, and only then stops the relay after its batch in flight, so
     /// the last orders' events still leave if the broker is up. Pending rows wait for the next start.
+    /// Serves until `shutdown` resolves, then shuts down the Kubernetes way: readiness turns
+    /// false at once; requests are still served for `SHUTDOWN_DELAY_MS` (while load balancers
+    /// notice); then the listener closes and in-flight requests finish, for at most
+    /// `SHUTDOWN_DRAIN_TIMEOUT_MS`; last, the relay finishes its batch and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
         let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let (draining, settings) = (self.draining, self.shutdown);
+        let (closing, closed) = tokio::sync::oneshot::channel::<()>();
+        let graceful = async move {
+            shutdown.await;
+            draining.store(true, Ordering::Relaxed);
+            tracing::info!(delay_ms = settings.delay.as_millis() as u64, "shutting down: readiness is now false");
+            tokio::time::sleep(settings.delay).await;
+            tracing::info!("listener closed; draining in-flight requests");
+            let _ = closing.send(());
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful).into_future();
+        let drain_deadline = async move {
+            if closed.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(settings.drain_timeout).await;
+        };
+        let served = tokio::select! {
+            served = serve => served,
+            () = drain_deadline => {
+                tracing::warn!("drain timeout: closing the connections still open");
+                Ok(())
+            }
+        };
         if let Some(relay) = relay {
             relay.stop().await;
         }
+        tracing::info!("stopped");
         served
     }
 }

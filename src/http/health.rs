@@ -1,6 +1,8 @@
 //! Liveness (the process answers) and readiness (it can take orders now).
 
 use axum::Json;
+use std::sync::atomic::Ordering;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -16,7 +18,7 @@ pub struct Live {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Ready {
-    /// `ready` or `not_ready`.
+    /// `ready`, `not_ready` (database down) or `draining` (shutting down).
     pub status: &'static str,
     pub database: Component,
     /// The outbox relay's broker connection: `up`, `down` (reconnecting; orders still succeed)
@@ -84,7 +86,13 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
             }
         })
         .collect();
-    let ok = database.status == "up";
+    let draining = app.draining.load(Ordering::Relaxed);
+    let ok = database.status == "up" && !draining;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Ready { status: if ok { "ready" } else { "not_ready" }, database, broker, breakers }))
+    let word = match (ok, draining) {
+        (true, _) => "ready",
+        (false, true) => "draining",
+        (false, false) => "not_ready",
+    };
+    (status, Json(Ready { status: word, database, broker, breakers }))
 }

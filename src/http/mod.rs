@@ -9,6 +9,7 @@ pub mod orders;
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub breakers: Vec<BreakerHandle>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Set when shutdown begins: readiness turns false at once so traffic moves elsewhere.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Limits at the edge, so a flood cannot exhaust memory, connections or upstream capacity.

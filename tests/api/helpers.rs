@@ -199,6 +199,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub upstreams: Upstreams,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 pub struct TestAppBuilder {
@@ -228,6 +229,21 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// Delivers the shutdown signal (what SIGTERM does to the binary).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits until `run_until_stopped` has returned.
+    pub async fn stopped(&mut self) -> std::io::Result<()> {
+        match self.served.take() {
+            Some(served) => served.await.expect("server task"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -262,10 +278,10 @@ impl TestAppBuilder {
         let app = Application::build(config).await.expect("application starts");
         let addr = app.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
+        let served = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        TestApp { addr, http: reqwest::Client::new(), db, upstreams, stop: Some(stop) }
+        TestApp { addr, http: reqwest::Client::new(), db, upstreams, stop: Some(stop), served: Some(served) }
     }
 }
 

@@ -11,5 +11,6 @@ mod outage;
 mod outbox;
 mod proxy;
 mod resilience;
+mod shutdown;
 mod use_cases;
 mod validation;

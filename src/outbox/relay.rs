@@ -64,6 +64,9 @@ pub enum RelayError {
 /// Longest wait for a connection, or for a batch's confirms, before the broker counts as lost.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How stale the pending count may get while the relay is busy.
+const PENDING_REFRESH: Duration = Duration::from_secs(1);
+
 const STARTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
@@ -123,6 +126,8 @@ pub struct Relay {
     settings: RelaySettings,
     publisher: Option<Publisher>,
     status: RelayStatus,
+    /// When `outbox_pending` was last counted.
+    counted_at: Option<std::time::Instant>,
 }
 
 impl Relay {
@@ -130,7 +135,7 @@ impl Relay {
         let status = RelayStatus::default();
         status.set_broker(STARTING);
         status.inner.1.store(-1, Ordering::Relaxed);
-        Self { outbox, amqp_url, settings, publisher: None, status }
+        Self { outbox, amqp_url, settings, publisher: None, status, counted_at: None }
     }
 
     pub fn status(&self) -> RelayStatus {
@@ -157,9 +162,11 @@ impl Relay {
             None => (Ok(RelayOutcome::default()), Some("not connected".to_owned())),
         };
         let lost = lost.map(|reason| self.broker_lost(reason));
-        // A full batch means more is waiting and another pass follows at once: count after that one.
-        if rows.len() < self.settings.batch_size as usize || lost.is_some() {
+        // Counting costs a query: do it when idle, after a loss, or at most once a second while busy.
+        let stale = self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH);
+        if rows.is_empty() || lost.is_some() || stale {
             self.status.set_pending(self.outbox.count_pending().await?);
+            self.counted_at = Some(std::time::Instant::now());
         }
         match lost {
             Some(error) => Err(error),

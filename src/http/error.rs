@@ -281,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn internal_causes_stay_out_of_the_body() {
-        let error = ApiError::Store(StoreError::Query(sqlx::Error::Protocol("secret table xyz".into())));
+        let error = ApiError::Store(StoreError::Query(sqlx::Error::ColumnNotFound("secret table xyz".into())));
         let (status, _, body, has_cause) = render(error).await;
         assert_eq!(status, 500);
         assert!(has_cause);

@@ -62,7 +62,14 @@ impl From<sqlx::Error> for StoreError {
 
 fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // Broken or unreachable connections: `Protocol` is what a connection cut mid-handshake
+        // or mid-reply looks like (e.g. "unexpected response from SSLRequest").
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // PostgreSQL: connection exceptions (08…), shutting down / cannot connect now (57P…),
@@ -98,6 +105,9 @@ mod tests {
         assert!(matches!(StoreError::from(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(matches!(StoreError::from(sqlx::Error::Io(io)), StoreError::Unavailable(_)));
+        let cut = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        assert!(matches!(StoreError::from(cut), StoreError::Unavailable(_)));
         assert!(matches!(StoreError::from(sqlx::Error::RowNotFound), StoreError::Query(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::ColumnNotFound("x".into())), StoreError::Query(_)));
     }
 }

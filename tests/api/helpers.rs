@@ -206,11 +206,12 @@ pub struct TestAppBuilder {
     backend: Backend,
     env: HashMap<String, String>,
     upstreams: Option<Upstreams>,
+    database_port: Option<u16>,
 }
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder { backend, env: HashMap::new(), upstreams: None }
+        TestAppBuilder { backend, env: HashMap::new(), upstreams: None, database_port: None }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -253,6 +254,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// The app reaches PostgreSQL through this loopback port (e.g. a cut-able proxy); the test
+    /// still inspects its database directly.
+    pub fn database_port(mut self, port: u16) -> Self {
+        self.database_port = Some(port);
+        self
+    }
+
     pub fn upstreams(mut self, upstreams: Upstreams) -> Self {
         self.upstreams = Some(upstreams);
         self
@@ -268,7 +276,13 @@ impl TestAppBuilder {
         let (users_url, products_url) = upstreams.urls();
         let mut env = HashMap::from([
             ("HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL".to_owned(), db.url.clone()),
+            (
+                "DATABASE_URL".to_owned(),
+                match self.database_port {
+                    Some(port) => db.url.replace("127.0.0.1:5432", &format!("127.0.0.1:{port}")),
+                    None => db.url.clone(),
+                },
+            ),
             ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
             ("USER_SERVICE_URL".to_owned(), users_url),
             ("PRODUCT_SERVICE_URL".to_owned(), products_url),

@@ -1,0 +1,49 @@
+//! PostgreSQL unreachable: orders fail fast with 503, readiness is false, and the service
+//! recovers by itself when the database returns.
+
+use std::time::Duration;
+
+use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::proxy::CutProxy;
+
+const ADA: &str = "7c11e1ce2741";
+
+#[tokio::test]
+async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
+    let proxy = CutProxy::start("127.0.0.1:5432").await;
+    let app = TestApp::builder(Backend::Postgres)
+        .database_port(proxy.port)
+        .upstreams(Upstreams::mock().await)
+        .env("DATABASE_ACQUIRE_TIMEOUT_MS", "500")
+        .spawn()
+        .await;
+    app.upstreams.mount_healthy().await;
+    assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201);
+
+    proxy.cut();
+    for _ in 0..3 {
+        let response = app.post_order(ADA, "classic-box").await;
+        assert!(response.headers().contains_key("retry-after"));
+        let (status, body) = problem(response).await;
+        assert_eq!((status, body["type"].as_str()), (503, Some("/problems/database-unavailable")), "{body}");
+        assert!(!body.to_string().contains("5432"), "no connection details leak: {body}");
+    }
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!((ready["status"].as_str(), ready["database"]["status"].as_str()), (Some("not_ready"), Some("down")));
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if app.post_order(ADA, "classic-box").await.status() == 201 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "orders succeed again once the database is back");
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    assert_eq!(app.db.count("orders").await, 2, "nothing half-written during the outage");
+    assert_eq!(app.db.count("outbox").await, 2);
+}

@@ -269,6 +269,7 @@ impl Relay {
     /// broker or database failure: it logs, backs off and tries again. A full batch means more
     /// is waiting, so the next pass starts at once.
     pub async fn run(mut self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+        metrics::outbox_started();
         let mut failures = 0u32;
         while !*stop.borrow() {
             let pause = match self.relay_once().await {

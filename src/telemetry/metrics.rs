@@ -117,6 +117,13 @@ pub fn order_failed(reason: &'static str) {
 }
 
 /// Unpublished outbox rows, as counted after each relay pass.
+/// Registers the outbox counters at zero when the relay starts, so `rate()` and alerts see a
+/// series before the first event (a counter otherwise appears only when first incremented).
+pub fn outbox_started() {
+    counter!(OUTBOX_PUBLISHED).increment(0);
+    counter!(OUTBOX_FAILURES).increment(0);
+}
+
 pub fn outbox_pending(pending: i64) {
     gauge!(OUTBOX_PENDING).set(pending as f64);
 }

@@ -161,19 +161,13 @@ async fn a_definitive_failure_cancels_the_other_lookup_without_blaming_its_upstr
     assert_eq!(sample(&metrics, "upstream_requests_total", &[("upstream", "product"), ("outcome", "timeout")]), 0.0);
 }
 
-#[tokio::test]
-async fn a_full_bulkhead_refuses_at_once() {
-    let app = TestApp::builder(Backend::Sqlite)
-        .env("PRODUCT_MAX_CONCURRENT", "1")
-        .env("ORDER_DEADLINE_MS", "1500")
-        .spawn()
-        .await;
-    let hanging = {
-        let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-        tokio::spawn(async move {
-            http.post(url).json(&serde_json::json!({"user_id": ADA, "product_code": "family-box"})).send().await
-        })
-    };
+/// Starts a family-box order (it hangs until the deadline) and returns once its product call
+/// has reached the simulator, so the caller knows a product call and a request are in flight.
+async fn hold_a_family_box_order(app: &TestApp) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let (http, url) = (app.http.clone(), app.url("/v1/orders"));
+    let hanging = tokio::spawn(async move {
+        http.post(url).json(&serde_json::json!({"user_id": ADA, "product_code": "family-box"})).send().await
+    });
     let sim = &app.upstreams.sim().sim;
     for _ in 0..100 {
         if sim.stats().products.total > 0 {
@@ -181,11 +175,22 @@ async fn a_full_bulkhead_refuses_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    hanging
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_refuses_at_once() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .env("PRODUCT_MAX_CONCURRENT", "1")
+        .env("ORDER_DEADLINE_MS", "1500")
+        .spawn()
+        .await;
+    let hanging = hold_a_family_box_order(&app).await;
     let response = app.post_order(ADA, "classic-box").await;
     assert!(response.headers().contains_key("retry-after"));
     let (status, body) = problem(response).await;
     assert_eq!((status, body["type"].as_str()), (503, Some("/problems/bulkhead-full")));
-    assert_eq!(sim.stats().products.by_key.get("classic-box"), None, "refused without a request");
+    assert_eq!(app.upstreams.sim().sim.stats().products.by_key.get("classic-box"), None, "refused without a request");
     let hung = hanging.await.expect("task").expect("response");
     assert_eq!(hung.status(), 504);
     let metrics = app.metrics().await;
@@ -256,19 +261,7 @@ async fn a_custom_catalogue_key_is_served_by_the_simulator() {
 async fn requests_over_the_in_flight_limit_are_shed_but_probes_are_not() {
     let app =
         TestApp::builder(Backend::Sqlite).env("HTTP_MAX_IN_FLIGHT", "1").env("ORDER_DEADLINE_MS", "1500").spawn().await;
-    let hanging = {
-        let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-        tokio::spawn(async move {
-            http.post(url).json(&serde_json::json!({"user_id": ADA, "product_code": "family-box"})).send().await
-        })
-    };
-    let sim = &app.upstreams.sim().sim;
-    for _ in 0..100 {
-        if sim.stats().products.total > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let hanging = hold_a_family_box_order(&app).await;
     let response = app.get("/v1/orders").await;
     assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
     let (status, body) = problem(response).await;

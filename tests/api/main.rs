@@ -2,6 +2,7 @@
 //! database of its own (PostgreSQL or SQLite), so tests run in parallel.
 
 mod bench;
+mod crash;
 mod database_outage;
 mod health;
 mod helpers;

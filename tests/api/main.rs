@@ -13,6 +13,7 @@ mod outage;
 mod outbox;
 mod proxy;
 mod resilience;
+mod secrets;
 mod shutdown;
 mod use_cases;
 mod validation;

@@ -1,34 +1,19 @@
 //! kill -9 under load: every order that got a 201 is in the database after a restart, and its
 //! event reaches the broker; nothing acknowledged is lost.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Backend, TestDb, Upstreams, free_port};
+use crate::helpers::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
 use crate::outbox::{BROKER, TestConsumer, message_id};
 
 fn start(port: u16, db: &TestDb, upstreams: &Upstreams) -> Child {
-    let sim = upstreams.sim();
-    Command::new(env!("CARGO_BIN_EXE_order-service"))
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", &db.url)
+    binary(port, &db.url, upstreams)
         .env("AMQP_URL", BROKER)
-        .env("USER_SERVICE_URL", sim.users_url())
-        .env("PRODUCT_SERVICE_URL", sim.products_url())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .expect("order-service starts")
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("order-service never became ready");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,23 +2,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestDb, Upstreams, free_port};
+use crate::helpers::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
 
 #[tokio::test]
 async fn each_request_logs_one_json_line_with_id_route_status_and_latency() {
     let db = TestDb::new(Backend::Sqlite).await;
     let upstreams = Upstreams::simulator().await;
-    let sim = upstreams.sim();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", &db.url)
-        .env("USER_SERVICE_URL", sim.users_url())
-        .env("PRODUCT_SERVICE_URL", sim.products_url())
+    let mut child = binary(port, &db.url, &upstreams)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -29,12 +23,7 @@ async fn each_request_logs_one_json_line_with_id_route_status_and_latency() {
 
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if http.get(format!("{base}/health/live")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await;
     let created = http
         .post(format!("{base}/v1/orders"))
         .header("x-request-id", "log-test-1")

@@ -3,9 +3,8 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use crate::helpers::{Backend, TestDb, Upstreams, free_port};
+use crate::helpers::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
 
 const SECRET: &str = "pw-3a9f1c-do-not-log";
 
@@ -15,13 +14,8 @@ async fn a_database_password_never_appears_in_logs_or_answers() {
     // The test PostgreSQL trusts local connections, so the password is carried but unused.
     let url = db.url.replace("postgres@", &format!("postgres:{SECRET}@"));
     let upstreams = Upstreams::simulator().await;
-    let sim = upstreams.sim();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", &url)
-        .env("USER_SERVICE_URL", sim.users_url())
-        .env("PRODUCT_SERVICE_URL", sim.products_url())
+    let mut child = binary(port, &url, &upstreams)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -39,12 +33,7 @@ async fn a_database_password_never_appears_in_logs_or_answers() {
     let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{base}/health/live")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await;
     let mut answers = String::new();
     let order = |product: &'static str| {
         let (http, base) = (http.clone(), base.clone());

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::domain::idempotency::KeySettings;
 use crate::outbox::RelaySettings;
 use crate::upstream::breaker::{BreakerConfig, KeyedConfig};
 use crate::upstream::retry::Backoff;
@@ -35,14 +36,24 @@ pub struct Config {
     pub product_service_url: Url,
     /// `ORDER_DEADLINE_MS`: the whole order's budget for upstream work.
     pub order_deadline: Duration,
+    /// `METRICS_ADDR`: when set, `/metrics` is served there (and not on the API port), so it can
+    /// be bound to a private interface.
+    pub metrics_addr: Option<SocketAddr>,
     /// `HTTP_BODY_LIMIT_BYTES`: larger request bodies get 413 before they are read.
     pub body_limit_bytes: usize,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`: a connection that has not sent a whole request head within
+    /// this is closed (slowloris); it also bounds how long an idle keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// `HTTP_BODY_READ_TIMEOUT_MS`: a request body that has not fully arrived within this gets 408.
+    pub body_read_timeout: Duration,
     /// `HTTP_MAX_IN_FLIGHT`: `/v1` requests served at once before shedding with 503.
     pub max_in_flight: usize,
     /// `SHUTDOWN_DELAY_MS`: after SIGTERM, keep serving (unready) this long before closing.
     pub shutdown_delay: Duration,
     /// `SHUTDOWN_DRAIN_TIMEOUT_MS`: the longest in-flight requests may take to finish.
     pub shutdown_drain_timeout: Duration,
+    /// `IDEMPOTENCY_LEASE_MS`, `IDEMPOTENCY_RETENTION_HOURS`: see [`KeySettings`].
+    pub idempotency: KeySettings,
     /// `USER_*`: the resilience stack around user-service.
     pub user_stack: StackConfig,
     /// `PRODUCT_*`: the resilience stack around product-service.
@@ -76,13 +87,30 @@ impl Config {
             user_service_url: env.url("USER_SERVICE_URL", "http://127.0.0.1:8082")?,
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
             order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
+            metrics_addr: env
+                .get("METRICS_ADDR")
+                .map(|_| env.parse("METRICS_ADDR", "", "expected host:port"))
+                .transpose()?,
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
+            header_read_timeout: env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 30_000)?,
+            body_read_timeout: env.millis("HTTP_BODY_READ_TIMEOUT_MS", 10_000)?,
             max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 512, 1..=1_000_000)?,
             shutdown_delay: Duration::from_millis(env.number("SHUTDOWN_DELAY_MS", 0, 0..=600_000)?),
             shutdown_drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", 10_000)?,
+            idempotency: KeySettings {
+                lease: env.millis("IDEMPOTENCY_LEASE_MS", 30_000)?,
+                retention: Duration::from_secs(3600 * env.number("IDEMPOTENCY_RETENTION_HOURS", 24, 1..=24 * 365)?),
+            },
             user_stack: stack_config(&env, "USER")?,
             product_stack: stack_config(&env, "PRODUCT")?,
         };
+        // A lease shorter than an order could let a retry take over a key whose order is still
+        // being placed; that one would then fail to complete (409) rather than duplicate, but
+        // the client would see a needless failure.
+        if config.idempotency.lease < config.order_deadline + config.database_acquire_timeout {
+            let reason = "must be at least ORDER_DEADLINE_MS + DATABASE_ACQUIRE_TIMEOUT_MS".to_owned();
+            return Err(invalid("IDEMPOTENCY_LEASE_MS", reason));
+        }
         Ok(config)
     }
 }
@@ -242,6 +270,11 @@ mod tests {
         assert_eq!(c.user_service_url.as_str(), "http://127.0.0.1:8082/");
         assert_eq!(c.product_service_url.as_str(), "http://127.0.0.1:8081/");
         assert_eq!(c.order_deadline, Duration::from_millis(2000));
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(
+            c.idempotency,
+            KeySettings { lease: Duration::from_secs(30), retention: Duration::from_secs(86_400) }
+        );
         for stack in [&c.user_stack, &c.product_stack] {
             assert_eq!(stack.attempt_timeout, Duration::from_millis(800));
             assert_eq!(stack.max_attempts, 3);
@@ -267,8 +300,12 @@ mod tests {
             ("DATABASE_URL", "postgres://u@h/db"),
             ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             ("ORDER_DEADLINE_MS", "350"),
+            ("METRICS_ADDR", "127.0.0.1:9100"),
+            ("IDEMPOTENCY_LEASE_MS", "1500"),
         ])
         .expect("valid");
+        assert_eq!(c.metrics_addr.map(|a| a.port()), Some(9100));
+        assert_eq!(c.idempotency.lease, Duration::from_millis(1500));
         assert_eq!(c.http_addr.port(), 9000);
         assert!(c.database_url.starts_with("postgres://"));
         assert!(c.amqp_url.is_some());
@@ -289,6 +326,10 @@ mod tests {
             ("USER_ATTEMPT_TIMEOUT_MS", "fast"),
             ("PRODUCT_BREAKER_FAILURE_RATE_PERCENT", "150"),
             ("PRODUCT_MAX_ATTEMPTS", "0"),
+            ("METRICS_ADDR", "9100"),
+            ("HTTP_HEADER_READ_TIMEOUT_MS", "0"),
+            ("IDEMPOTENCY_LEASE_MS", "500"),
+            ("IDEMPOTENCY_RETENTION_HOURS", "0"),
         ];
         for (var, value) in cases {
             let err = load(&[(var, value)]).expect_err(var);

@@ -17,6 +17,9 @@ use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
 use crate::upstream::{Upstream, stack, transport};
 
+/// How often forgotten idempotency keys are deleted (they are ignored as soon as they expire).
+const KEY_PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot open the database: {0}")]
@@ -71,6 +74,7 @@ impl Application {
             breakers: vec![user_breakers, product_breakers],
             metrics,
             draining: Arc::clone(&draining),
+            keys: config.idempotency,
         };
         let listener = TcpListener::bind(config.http_addr)
             .await
@@ -92,16 +96,15 @@ impl Application {
         Arc::clone(&self.store)
     }
 
-    /// Starts the relay (if configured) and serves until `shutdown` resolves; then lets
-    /// in-flight requests finish, and only then stops the relay after its batch in flight, so
-    /// the last orders' events still leave if the broker is up. Pending rows wait for the next start.
     /// Serves until `shutdown` resolves, then shuts down the Kubernetes way: readiness turns
     /// false at once; requests are still served for `SHUTDOWN_DELAY_MS` (while load balancers
     /// notice); then the listener closes and in-flight requests finish, for at most
-    /// `SHUTDOWN_DRAIN_TIMEOUT_MS`; last, the relay finishes its batch and stops.
+    /// `SHUTDOWN_DRAIN_TIMEOUT_MS`; last, the relay finishes its batch and stops (so the last
+    /// orders' events still leave if the broker is up; pending rows wait for the next start).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
         let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));
+        let purge = tokio::spawn(storage::purge_forever(Arc::clone(&self.store), KEY_PURGE_INTERVAL));
         let (draining, settings) = (self.draining, self.shutdown);
         let (closing, closed) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
@@ -126,6 +129,7 @@ impl Application {
                 Ok(())
             }
         };
+        purge.abort();
         if let Some(relay) = relay {
             relay.stop().await;
         }

@@ -1,6 +1,7 @@
 //! The order domain: identifiers, money, orders and the place-order use case. It knows nothing
 //! of HTTP, SQL or AMQP; it talks to the upstream clients and the [`crate::storage::OrderStore`].
 
+pub mod idempotency;
 pub mod ids;
 pub mod money;
 pub mod order;

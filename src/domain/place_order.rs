@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::idempotency::KeyCompletion;
 use super::ids::{ProductCode, UserId};
 use super::order::{Order, Product, User};
 use crate::storage::{OrderStore, StoreError};
@@ -24,6 +25,9 @@ pub enum PlaceOrderError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Turns a new order into the idempotency key completion stored with it (the response to replay).
+pub type CompleteKey<'a> = dyn Fn(&Order) -> KeyCompletion + Send + Sync + 'a;
 
 /// Places orders; cheap to clone, shared by every request.
 #[derive(Clone)]
@@ -45,8 +49,14 @@ impl OrderService {
     }
 
     /// Fetches both upstreams concurrently within the deadline; the first definitive failure
-    /// drops (cancels) the other fetch. Then order and outbox row commit in one transaction.
-    pub async fn place_order(&self, user_id: &UserId, product_code: &ProductCode) -> Result<Order, PlaceOrderError> {
+    /// drops (cancels) the other fetch. Then order and outbox row commit in one transaction,
+    /// together with the idempotency key's completion that `complete` makes from the new order.
+    pub async fn place_order(
+        &self,
+        user_id: &UserId,
+        product_code: &ProductCode,
+        complete: Option<&CompleteKey<'_>>,
+    ) -> Result<Order, PlaceOrderError> {
         let deadline = Instant::now() + self.deadline;
         let user = async {
             match self.users.fetch(user_id.as_str(), deadline).await {
@@ -66,7 +76,8 @@ impl OrderService {
             .await
             .map_err(|_| PlaceOrderError::DeadlineExceeded)??;
         let order = Order::new(user_id, product_code, &user, &product);
-        self.store.insert_order(&order).await?;
+        let completion = complete.map(|complete| complete(&order));
+        self.store.insert_order(&order, completion.as_ref()).await?;
         Ok(order)
     }
 }
@@ -88,7 +99,8 @@ mod tests {
 
     use super::*;
     use crate::domain::Money;
-    use crate::storage::ListFilter;
+    use crate::domain::idempotency::{KeyClaim, KeyLease};
+    use crate::storage::{KeyTimes, ListFilter};
     use crate::upstream::UpstreamRequest;
 
     /// These tests fail before storage; a store call would be a bug.
@@ -96,8 +108,17 @@ mod tests {
 
     #[async_trait]
     impl OrderStore for NoStore {
-        async fn insert_order(&self, _: &Order) -> Result<(), StoreError> {
+        async fn insert_order(&self, _: &Order, _: Option<&KeyCompletion>) -> Result<(), StoreError> {
             unreachable!("the order must fail before it is stored")
+        }
+        async fn claim_key(&self, _: &KeyLease, _: &str, _: KeyTimes) -> Result<KeyClaim, StoreError> {
+            unreachable!()
+        }
+        async fn release_key(&self, _: &KeyLease) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        async fn purge_keys(&self, _: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+            unreachable!()
         }
         async fn get_order(&self, _: Uuid) -> Result<Option<Order>, StoreError> {
             unreachable!()
@@ -159,7 +180,7 @@ mod tests {
         let products = client::<Product>(Duration::from_millis(5), Ok(None), Arc::default());
         let started = Instant::now();
         let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code).await;
+        let result = service(users, products).place_order(&user_id, &code, None).await;
         assert!(matches!(result, Err(PlaceOrderError::UnknownProduct)), "{result:?}");
         assert_eq!(started.elapsed(), Duration::from_millis(5), "answered when the product failed");
         assert!(user_cancelled.load(Ordering::SeqCst), "the user lookup was dropped, not awaited");
@@ -172,7 +193,7 @@ mod tests {
         let products = client(Duration::from_secs(60), Ok(Some(Product { name: "x".into(), price })), Arc::default());
         let started = Instant::now();
         let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code).await;
+        let result = service(users, products).place_order(&user_id, &code, None).await;
         assert!(matches!(result, Err(PlaceOrderError::DeadlineExceeded)), "{result:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
@@ -182,7 +203,7 @@ mod tests {
         let users = client(Duration::from_millis(300), Err(UpstreamError::ServerError(500)), Arc::default());
         let products = client::<Product>(Duration::from_secs(60), Ok(None), Arc::default());
         let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code).await;
+        let result = service(users, products).place_order(&user_id, &code, None).await;
         assert!(
             matches!(
                 result,

@@ -51,6 +51,15 @@ pub enum ApiError {
     /// Reading failed: 503 when the database is unavailable, else 500.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// 422 `idempotency-key-reused`: the key was first used for a different request.
+    #[error("this Idempotency-Key was used for a different request")]
+    KeyReused,
+    /// 409 `idempotency-key-in-flight`: the first request with this key has not finished.
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    KeyInFlight,
+    /// 408 `request-timeout`: the body did not arrive in time.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// 503 `load-shed`: too many requests in flight; retry shortly.
     #[error("the service is overloaded; retry shortly")]
     Overloaded,
@@ -126,6 +135,13 @@ impl ApiError {
             ApiError::MethodNotAllowed => {
                 Spec::new(S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", self.to_string())
             }
+            ApiError::KeyReused => {
+                Spec::new(S::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused", self.to_string())
+            }
+            ApiError::KeyInFlight => key_in_flight(self.to_string()),
+            ApiError::BodyTimeout => {
+                Spec::new(S::REQUEST_TIMEOUT, "request-timeout", "Request timeout", self.to_string())
+            }
             ApiError::Overloaded => Spec::new(S::SERVICE_UNAVAILABLE, "load-shed", "Overloaded", self.to_string())
                 .retry_after(DEFAULT_RETRY_AFTER),
             ApiError::PlaceOrder(e) => place_order_spec(e),
@@ -171,8 +187,14 @@ fn place_order_spec(error: &PlaceOrderError) -> Spec {
     }
 }
 
+fn key_in_flight(detail: String) -> Spec {
+    Spec::new(StatusCode::CONFLICT, "idempotency-key-in-flight", "Idempotency-Key in flight", detail)
+        .retry_after(DEFAULT_RETRY_AFTER)
+}
+
 fn store_spec(error: &StoreError) -> Spec {
     match error {
+        StoreError::KeyLeaseLost => key_in_flight(error.to_string()),
         StoreError::Unavailable(_) => Spec::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database-unavailable",
@@ -242,6 +264,10 @@ mod tests {
             (ApiError::PayloadTooLarge, 413, "payload-too-large", false),
             (ApiError::UnsupportedMediaType, 415, "unsupported-media-type", false),
             (ApiError::Overloaded, 503, "load-shed", true),
+            (ApiError::KeyReused, 422, "idempotency-key-reused", false),
+            (ApiError::KeyInFlight, 409, "idempotency-key-in-flight", true),
+            (StoreError::KeyLeaseLost.into(), 409, "idempotency-key-in-flight", true),
+            (ApiError::BodyTimeout, 408, "request-timeout", false),
             (ApiError::InvalidInput(vec![]), 422, "invalid-input", false),
             (PlaceOrderError::UnknownUser.into(), 422, "unknown-user", false),
             (PlaceOrderError::UnknownProduct.into(), 422, "unknown-product", false),

@@ -3,6 +3,7 @@
 pub mod error;
 mod extract;
 pub mod health;
+pub mod idempotency;
 mod observe;
 pub mod openapi;
 pub mod orders;
@@ -26,6 +27,7 @@ use axum::extract::State;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::domain::OrderService;
+use crate::domain::idempotency::KeySettings;
 use crate::outbox::RelayStatus;
 use crate::storage::OrderStore;
 use crate::upstream::breaker::BreakerHandle;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Set when shutdown begins: readiness turns false at once so traffic moves elsewhere.
     pub draining: Arc<AtomicBool>,
+    /// How long idempotency keys are leased and kept.
+    pub keys: KeySettings,
 }
 
 /// Limits at the edge, so a flood cannot exhaust memory, connections or upstream capacity.

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::{JsonBody, QueryParams};
+use super::idempotency::{self, IDEMPOTENT_REPLAYED, Placed};
 use crate::domain::order::rfc3339;
 use crate::domain::{Order, ProductCode, UserId, ids};
 use crate::storage::{ListFilter, MAX_PAGE};
@@ -104,13 +105,20 @@ fn parse_order_ids(body: &CreateOrder) -> Result<(UserId, ProductCode), ApiError
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
     request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_.:+/=-]{1,255}$",
+            description = "Retry-safe key (IETF draft): a repeat with the same body replays the first 201 \
+                           (with `Idempotent-Replayed: true`) instead of placing a second order")),
     responses(
-        (status = 201, description = "Order created", body = OrderResponse,
-         headers(("Location" = String, description = "/v1/orders/{id}"))),
-        (status = 400, description = "Not JSON, wrong types or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Order created, or replayed for a repeated Idempotency-Key", body = OrderResponse,
+         headers(("Location" = String, description = "/v1/orders/{id}"),
+                 ("Idempotent-Replayed" = String, description = "`true` when this is an earlier request's response"))),
+        (status = 400, description = "Not JSON, wrong types, missing fields or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still in flight", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "seconds"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid id, unknown user or unknown product", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id, unknown user or product, or an Idempotency-Key used for a different order", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "An upstream failed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Circuit open, bulkhead full, overloaded or database unavailable", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "seconds"))),
@@ -119,34 +127,67 @@ fn parse_order_ids(body: &CreateOrder) -> Result<(UserId, ProductCode), ApiError
 )]
 pub async fn create_order(
     State(app): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateOrder>,
 ) -> Result<Response, ApiError> {
-    let placed = place(&app, &body).await;
+    let placed = place(&app, &headers, &body).await;
     match &placed {
-        Ok(_) => metrics::order_created(),
+        Ok(Placed::New(_)) => metrics::order_created(),
+        Ok(Placed::Replayed(_)) => metrics::order_replayed(),
         Err(error) => metrics::order_failed(error.slug()),
     }
-    let order = placed?;
-    let location = format!("/v1/orders/{}", order.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(OrderResponse::from(order))).into_response())
+    Ok(match placed? {
+        Placed::New(order) => {
+            let body = order_body(&order);
+            (StatusCode::CREATED, [(header::LOCATION, location(order.id)), json()], body).into_response()
+        }
+        Placed::Replayed(stored) => {
+            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED);
+            let replayed = (IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            (status, [(header::LOCATION, location(stored.order_id)), json(), replayed], stored.body).into_response()
+        }
+    })
 }
 
-async fn place(app: &AppState, body: &CreateOrder) -> Result<Order, ApiError> {
+async fn place(app: &AppState, headers: &HeaderMap, body: &CreateOrder) -> Result<Placed, ApiError> {
+    let key = idempotency::key_from(headers)?;
     let (user_id, product_code) = parse_order_ids(body)?;
-    Ok(app.orders.place_order(&user_id, &product_code).await?)
+    match key {
+        Some(key) => idempotency::place_once(app, key, &user_id, &product_code, order_body).await,
+        None => Ok(Placed::New(app.orders.place_order(&user_id, &product_code, None).await?)),
+    }
+}
+
+/// The 201 body; also what a completed idempotency key replays, byte for byte.
+fn order_body(order: &Order) -> String {
+    serde_json::to_string(&OrderResponse::from(order.clone())).unwrap_or_default()
+}
+
+fn location(id: Uuid) -> HeaderValue {
+    HeaderValue::try_from(format!("/v1/orders/{id}")).unwrap_or(HeaderValue::from_static("/v1/orders"))
+}
+
+fn json() -> (HeaderName, HeaderValue) {
+    (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
 }
 
 /// The older path of `POST /v1/orders`, same contract.
 #[utoipa::path(
     post, path = "/v1/order", tag = "orders",
     request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_.:+/=-]{1,255}$",
+            description = "As POST /v1/orders (keys are shared by both paths)")),
     responses((status = 201, description = "Order created (same as POST /v1/orders)", body = OrderResponse,
                headers(("Location" = String, description = "/v1/orders/{id}"))),
               (status = "4XX", description = "As POST /v1/orders", body = Problem, content_type = "application/problem+json"),
               (status = "5XX", description = "As POST /v1/orders", body = Problem, content_type = "application/problem+json"))
 )]
-pub async fn create_order_legacy(state: State<AppState>, body: JsonBody<CreateOrder>) -> Result<Response, ApiError> {
-    create_order(state, body).await
+pub async fn create_order_legacy(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody<CreateOrder>,
+) -> Result<Response, ApiError> {
+    create_order(state, headers, body).await
 }
 
 /// One order by id.

@@ -20,11 +20,13 @@ pub mod store;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain::Order;
-use crate::storage::{ListFilter, OrderStore, StoreError};
+use crate::domain::idempotency::{KeyClaim, KeyCompletion, KeyLease};
+use crate::storage::{KeyTimes, ListFilter, OrderStore, StoreError};
 
 pub use publisher::Publisher;
 pub use relay::{Relay, RelayError, RelayHandle, RelayOutcome, RelaySettings, RelayStatus};
@@ -45,11 +47,23 @@ impl NotifyingStore {
 
 #[async_trait]
 impl OrderStore for NotifyingStore {
-    async fn insert_order(&self, order: &Order) -> Result<(), StoreError> {
-        self.inner.insert_order(order).await?;
+    async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
+        self.inner.insert_order(order, key).await?;
         // `notify_one` stores a permit when the relay is busy, so no commit is missed.
         self.wake.notify_one();
         Ok(())
+    }
+
+    async fn claim_key(&self, lease: &KeyLease, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim, StoreError> {
+        self.inner.claim_key(lease, fingerprint, times).await
+    }
+
+    async fn release_key(&self, lease: &KeyLease) -> Result<(), StoreError> {
+        self.inner.release_key(lease).await
+    }
+
+    async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_keys(now).await
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {

@@ -1,6 +1,7 @@
 //! Where orders live: one small trait, a PostgreSQL and an SQLite implementation, chosen by the
 //! `DATABASE_URL` scheme. Migrations for each backend are under `migrations/` and run at start.
 
+mod keys;
 mod postgres;
 mod row;
 mod sqlite;
@@ -9,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::Order;
+use crate::domain::idempotency::{KeyClaim, KeyCompletion, KeyLease};
 use crate::outbox::Outbox;
 
+pub use keys::{KeyTimes, purge_forever};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -32,7 +36,17 @@ pub struct ListFilter {
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Writes the order and its `order.created` outbox row in one transaction: both or neither.
-    async fn insert_order(&self, order: &Order) -> Result<(), StoreError>;
+    /// With `key`, the same transaction completes that idempotency key with its response; if
+    /// the lease was lost meanwhile, nothing is written and the error is [`StoreError::KeyLeaseLost`].
+    async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError>;
+    /// Leases `lease.key` for the request with `fingerprint`, unless another request holds it
+    /// (lease not yet expired) or completed it (not yet forgotten): then says which.
+    async fn claim_key(&self, lease: &KeyLease, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim, StoreError>;
+    /// Gives up an unfinished lease (the order failed), so a retry with the key runs again.
+    /// A no-op once the key is completed or taken over.
+    async fn release_key(&self, lease: &KeyLease) -> Result<(), StoreError>;
+    /// Deletes keys forgotten before `now`; returns how many.
+    async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
     async fn list_orders(&self, filter: &ListFilter) -> Result<Vec<Order>, StoreError>;
     /// One round trip, for readiness.
@@ -52,6 +66,10 @@ pub enum StoreError {
     /// Anything else: a bug or corrupt data (500).
     #[error("database error: {0}")]
     Query(#[source] sqlx::Error),
+    /// The idempotency key's lease was taken over by another request before this one could
+    /// complete it (this request outlived its lease); nothing was written (409).
+    #[error("the idempotency key was taken over by another request")]
+    KeyLeaseLost,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -5,14 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::keys::{KeyRow, KeyTimes};
 use super::row::{OrderRow, select_orders};
 use super::{ListFilter, OrderStore, PoolSettings, StoreError};
 use crate::domain::Order;
+use crate::domain::idempotency::{KeyClaim, KeyCompletion, KeyLease};
 use crate::outbox::Outbox;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -52,7 +55,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl OrderStore for SqliteStore {
-    async fn insert_order(&self, order: &Order) -> Result<(), StoreError> {
+    async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
@@ -76,8 +79,80 @@ impl OrderStore for SqliteStore {
         .bind(order.created_at)
         .execute(&mut *tx)
         .await?;
+        if let Some(done) = key {
+            let completed = sqlx::query(
+                "UPDATE idempotency_keys SET order_id = ?1, response_status = ?2, response_body = ?3 \
+                 WHERE key = ?4 AND token = ?5 AND response_status IS NULL",
+            )
+            .bind(order.id)
+            .bind(i32::from(done.status))
+            .bind(&done.body)
+            .bind(done.lease.key.as_str())
+            .bind(done.lease.token)
+            .execute(&mut *tx)
+            .await?;
+            if completed.rows_affected() == 0 {
+                return Err(StoreError::KeyLeaseLost); // dropping `tx` rolls the order back
+            }
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn claim_key(&self, lease: &KeyLease, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim, StoreError> {
+        // A key released between the two statements is tried again; twice is plenty.
+        for _ in 0..3 {
+            let leased: Option<(Uuid,)> = sqlx::query_as(
+                "INSERT INTO idempotency_keys (key, fingerprint, token, locked_until, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?5, ?6, ?4) \
+                 ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, token = EXCLUDED.token, \
+                   locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at, \
+                   created_at = EXCLUDED.created_at, order_id = NULL, response_status = NULL, response_body = NULL \
+                 WHERE idempotency_keys.expires_at <= ?4 \
+                    OR (idempotency_keys.response_status IS NULL AND idempotency_keys.locked_until <= ?4) \
+                 RETURNING token",
+            )
+            .bind(lease.key.as_str())
+            .bind(fingerprint)
+            .bind(lease.token)
+            .bind(times.now)
+            .bind(times.lease_until)
+            .bind(times.expires_at)
+            .fetch_optional(&self.pool)
+            .await?;
+            if leased.is_some() {
+                return Ok(KeyClaim::Leased(lease.clone()));
+            }
+            let held: Option<KeyRow> = sqlx::query_as(
+                "SELECT fingerprint, order_id, response_status, response_body FROM idempotency_keys WHERE key = ?1",
+            )
+            .bind(lease.key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(held) = held {
+                return held.into_claim(fingerprint);
+            }
+        }
+        Ok(KeyClaim::InFlight { same_request: true })
+    }
+
+    async fn release_key(&self, lease: &KeyLease) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key = ?1 AND token = ?2 AND response_status IS NULL")
+            .bind(lease.key.as_str())
+            .bind(lease.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let purged = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE expires_at <= ?1 AND (response_status IS NOT NULL OR locked_until <= ?1)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(purged.rows_affected())
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {

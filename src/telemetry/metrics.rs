@@ -19,6 +19,7 @@ pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
 pub const BREAKER_KEYS_OPEN: &str = "circuit_breaker_keys_open";
 pub const ORDERS_CREATED: &str = "orders_created_total";
 pub const ORDERS_FAILED: &str = "orders_failed_total";
+pub const ORDERS_REPLAYED: &str = "orders_replayed_total";
 pub const OUTBOX_PENDING: &str = "outbox_pending";
 pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";
 pub const OUTBOX_FAILURES: &str = "outbox_publish_failures_total";
@@ -69,6 +70,7 @@ fn describe() {
     describe_gauge!(BREAKER_KEYS_OPEN, "Per-key circuit breakers currently open or half-open.");
     describe_counter!(ORDERS_CREATED, "Orders stored.");
     describe_counter!(ORDERS_FAILED, "Orders refused or failed, by reason (the problem type).");
+    describe_counter!(ORDERS_REPLAYED, "Order responses replayed for a repeated Idempotency-Key (no new order).");
     describe_gauge!(OUTBOX_PENDING, "Outbox events not yet confirmed by the broker.");
     describe_counter!(OUTBOX_PUBLISHED, "Outbox events confirmed by the broker.");
     describe_counter!(OUTBOX_FAILURES, "Outbox publish attempts that failed (nack, return, lost connection).");
@@ -110,6 +112,10 @@ pub fn breaker_keys_open(upstream: &'static str, open: usize) {
 
 pub fn order_created() {
     counter!(ORDERS_CREATED).increment(1);
+}
+
+pub fn order_replayed() {
+    counter!(ORDERS_REPLAYED).increment(1);
 }
 
 pub fn order_failed(reason: &'static str) {

@@ -71,7 +71,7 @@ async fn bench_relay_throughput_and_lag() {
     let db = TestDb::new(Backend::Postgres).await;
     let orders = store(&db).await;
     for _ in 0..EVENTS {
-        orders.insert_order(&order()).await.expect("insert");
+        orders.insert_order(&order(), None).await.expect("insert");
     }
     let settings = RelaySettings { batch_size: BATCH as u32, ..RelaySettings::default() };
     let mut relay = Relay::new(orders.outbox(), BROKER.to_owned(), settings);
@@ -117,7 +117,7 @@ async fn bench_relay_throughput_and_lag() {
         ids.push(order.id.to_string());
         let (orders, commits) = (Arc::clone(&orders), commits.clone());
         tokio::spawn(async move {
-            orders.insert_order(&order).await.expect("insert");
+            orders.insert_order(&order, None).await.expect("insert");
             let _ = commits.send((chrono::Utc::now() - order.created_at).as_seconds_f64() * 1000.0);
         });
     }

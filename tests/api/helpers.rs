@@ -402,3 +402,13 @@ pub async fn wait_ready(http: &reqwest::Client, base: &str) {
     }
     panic!("order-service never became ready at {base}");
 }
+
+/// Ada's Classic Box order, built as the service builds one (for store-level tests).
+pub fn sample_order() -> order_service::domain::Order {
+    use order_service::domain::{Money, Order, Product, ProductCode, User, UserId};
+    let user = User { first_name: "Ada".into(), last_name: "Lovelace".into() };
+    let product = Product { name: "Classic Box".into(), price: Money::parse_decimal("9.99").expect("price") };
+    let (user_id, code) =
+        (UserId::parse("7c11e1ce2741").expect("id"), ProductCode::parse("classic-box").expect("code"));
+    Order::new(&user_id, &code, &user, &product)
+}

@@ -6,6 +6,7 @@ mod crash;
 mod database_outage;
 mod health;
 mod helpers;
+mod idempotency;
 mod logs;
 mod migrations;
 mod orders;

@@ -1,0 +1,136 @@
+//! `Idempotency-Key` on `POST /v1/orders`: the header, and placing an order at most once per
+//! key. The rules (lease, completion in the order's transaction, release on failure,
+//! retention) are in [`crate::domain::idempotency`]; this is their HTTP side.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName};
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::idempotency::{IdempotencyKey, InvalidKey, KeyClaim, KeyCompletion, KeyLease, StoredResponse};
+use crate::domain::place_order::CompleteKey;
+use crate::domain::{Order, ProductCode, UserId, idempotency};
+use crate::storage::OrderStore;
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set to `true` on a response replayed from an earlier request with the same key.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The request's key, if it sent one; a malformed or repeated header is a 400.
+pub fn key_from(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let refuse = |why: InvalidKey| ApiError::MalformedRequest(format!("Idempotency-Key {why}"));
+    if values.next().is_some() {
+        return Err(refuse(InvalidKey::Repeated));
+    }
+    let raw = value.to_str().map_err(|_| refuse(InvalidKey::BadCharacter))?;
+    IdempotencyKey::parse(raw).map(Some).map_err(refuse)
+}
+
+/// How a keyed request ended when it did not fail.
+pub enum Placed {
+    New(Order),
+    Replayed(StoredResponse),
+}
+
+/// Places the order unless this key already did (replay) or is doing so (409); a key first
+/// used for another order is a 422. `render` is the 201 body, stored with the key.
+pub async fn place_once(
+    app: &AppState,
+    key: IdempotencyKey,
+    user_id: &UserId,
+    product_code: &ProductCode,
+    render: impl Fn(&Order) -> String + Send + Sync,
+) -> Result<Placed, ApiError> {
+    let fingerprint = idempotency::fingerprint(user_id.as_str(), product_code.as_str());
+    let lease = KeyLease { key, token: Uuid::now_v7() };
+    match app.store.claim_key(&lease, &fingerprint, app.keys.times(Utc::now())).await? {
+        KeyClaim::Leased(_) => {}
+        KeyClaim::Completed { same_request: true, response } => return Ok(Placed::Replayed(response)),
+        KeyClaim::Completed { same_request: false, .. } | KeyClaim::InFlight { same_request: false } => {
+            return Err(ApiError::KeyReused);
+        }
+        KeyClaim::InFlight { same_request: true } => return Err(ApiError::KeyInFlight),
+    }
+    let guard = ReleaseOnDrop { store: Arc::clone(&app.store), lease: Some(lease.clone()) };
+    let complete: &CompleteKey<'_> =
+        &|order: &Order| KeyCompletion { lease: lease.clone(), status: 201, body: render(order) };
+    let placed = app.orders.place_order(user_id, product_code, Some(complete)).await;
+    if placed.is_ok() {
+        guard.disarm();
+    }
+    Ok(Placed::New(placed?))
+}
+
+/// Releases the key unless disarmed: on failure, and also when the client goes away and the
+/// handler is dropped mid-order, so the client's retry need not wait for the lease to expire.
+/// Releasing a key that was completed meanwhile does nothing (see `release_key`).
+struct ReleaseOnDrop {
+    store: Arc<dyn OrderStore>,
+    lease: Option<KeyLease>,
+}
+
+impl ReleaseOnDrop {
+    fn disarm(mut self) {
+        self.lease = None;
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        // Drop cannot await; outside a runtime (never in the server) the lease simply expires.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.release_key(&lease).await {
+                    tracing::warn!(%error, "could not release an idempotency key; it frees itself when its lease expires");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(value).expect("header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn no_header_means_no_key() {
+        assert!(matches!(key_from(&headers(&[])), Ok(None)));
+    }
+
+    #[test]
+    fn one_valid_header_is_the_key() {
+        let key = key_from(&headers(&[b"\"abc-123\""])).ok().flatten().map(|k| k.to_string());
+        assert_eq!(key.as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn repeated_opaque_or_bad_headers_are_malformed_requests() {
+        for bad in [&[b"a".as_slice(), b"b".as_slice()][..], &[b"caf\xc3\xa9"], &[b"a b"], &[b""]] {
+            let Err(ApiError::MalformedRequest(why)) = key_from(&headers(bad)) else {
+                panic!("expected a 400 for {bad:?}");
+            };
+            assert!(why.starts_with("Idempotency-Key "), "{why}");
+        }
+    }
+}

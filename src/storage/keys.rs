@@ -1,0 +1,98 @@
+//! What both backends share about idempotency keys: the row they read back when a key is
+//! already taken, and what it means for the request asking. The SQL lives with each backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{OrderStore, StoreError};
+use crate::domain::idempotency::{KeyClaim, StoredResponse};
+
+/// The instants a lease is taken with; passed in so tests control the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTimes {
+    pub now: DateTime<Utc>,
+    /// An unfinished lease may be taken over after this.
+    pub lease_until: DateTime<Utc>,
+    /// The key (and its response) is forgotten after this.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Deletes forgotten idempotency keys every `every`, for as long as the task lives. Claims
+/// already ignore forgotten keys, so this only reclaims space; a failed pass waits for the next.
+pub async fn purge_forever(store: Arc<dyn OrderStore>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.purge_keys(Utc::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "forgotten idempotency keys purged"),
+            Err(error) => tracing::warn!(%error, "could not purge forgotten idempotency keys"),
+        }
+    }
+}
+
+/// A key that another request leased or completed.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct KeyRow {
+    fingerprint: String,
+    order_id: Option<Uuid>,
+    response_status: Option<i32>,
+    response_body: Option<String>,
+}
+
+impl KeyRow {
+    pub(super) fn into_claim(self, fingerprint: &str) -> Result<KeyClaim, StoreError> {
+        let same_request = self.fingerprint == fingerprint;
+        match (self.response_status, self.order_id, self.response_body) {
+            (None, _, _) => Ok(KeyClaim::InFlight { same_request }),
+            (Some(status), Some(order_id), Some(body)) => {
+                let status = u16::try_from(status).map_err(|_| corrupt("response_status out of range"))?;
+                Ok(KeyClaim::Completed { same_request, response: StoredResponse { status, order_id, body } })
+            }
+            _ => Err(corrupt("a completed key lacks its order or body")),
+        }
+    }
+}
+
+fn corrupt(why: &str) -> StoreError {
+    StoreError::Query(sqlx::Error::Decode(format!("idempotency_keys: {why}").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: Option<i32>, body: Option<&str>) -> KeyRow {
+        KeyRow {
+            fingerprint: "f".into(),
+            order_id: status.map(|_| Uuid::nil()),
+            response_status: status,
+            response_body: body.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_row_without_a_response_is_in_flight() {
+        assert_eq!(row(None, None).into_claim("f").ok(), Some(KeyClaim::InFlight { same_request: true }));
+        assert_eq!(row(None, None).into_claim("g").ok(), Some(KeyClaim::InFlight { same_request: false }));
+    }
+
+    #[test]
+    fn a_completed_row_replays_its_response() {
+        let Ok(KeyClaim::Completed { same_request, response }) = row(Some(201), Some("{}")).into_claim("f") else {
+            panic!("expected a completed key");
+        };
+        assert!(same_request);
+        assert_eq!(response, StoredResponse { status: 201, order_id: Uuid::nil(), body: "{}".into() });
+    }
+
+    #[test]
+    fn a_half_completed_row_is_corrupt_not_replayed() {
+        assert!(matches!(row(Some(201), None).into_claim("f"), Err(StoreError::Query(_))));
+        assert!(matches!(row(Some(-1), Some("{}")).into_claim("f"), Err(StoreError::Query(_))));
+    }
+}

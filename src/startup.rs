@@ -1,6 +1,6 @@
 //! Wires config into a running application: store, upstream clients, router, listener.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
-use crate::http::{AppState, HttpLimits, router};
+use crate::http::{AppState, HttpLimits, metrics_router, router, serve};
 use crate::outbox::{NotifyingStore, Relay, RelayHandle};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
@@ -32,6 +32,9 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// `/metrics` on its own address (`METRICS_ADDR`), when configured.
+    metrics: Option<(TcpListener, Router)>,
+    header_read_timeout: Duration,
     store: Arc<dyn OrderStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
@@ -43,6 +46,10 @@ pub struct Application {
 struct ShutdownSettings {
     delay: Duration,
     drain_timeout: Duration,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })
 }
 
 impl Application {
@@ -76,12 +83,20 @@ impl Application {
             draining: Arc::clone(&draining),
             keys: config.idempotency,
         };
-        let listener = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr: config.http_addr, source })?;
-        let limits = HttpLimits { body_limit_bytes: config.body_limit_bytes, max_in_flight: config.max_in_flight };
+        let listener = bind(config.http_addr).await?;
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some((bind(addr).await?, metrics_router(state.clone()))),
+            None => None,
+        };
+        let limits = HttpLimits {
+            body_limit_bytes: config.body_limit_bytes,
+            body_read_timeout: config.body_read_timeout,
+            max_in_flight: config.max_in_flight,
+        };
+        let router = router(state, limits, metrics.is_none());
         let shutdown = ShutdownSettings { delay: config.shutdown_delay, drain_timeout: config.shutdown_drain_timeout };
-        Ok(Self { listener, router: router(state, limits), store, relay, draining, shutdown })
+        let header_read_timeout = config.header_read_timeout;
+        Ok(Self { listener, router, metrics, header_read_timeout, store, relay, draining, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,6 +105,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// Where `/metrics` is served when `METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     pub fn store(&self) -> Arc<dyn OrderStore> {
@@ -115,7 +135,15 @@ impl Application {
             tracing::info!("listener closed; draining in-flight requests");
             let _ = closing.send(());
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful).into_future();
+        // `/metrics` stays up until the very end, so the drain itself can be watched.
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = self.metrics.map(|(listener, router)| {
+            let stopped = async move {
+                let _ = metrics_stopped.await;
+            };
+            tokio::spawn(serve::serve(listener, router, self.header_read_timeout, stopped))
+        });
+        let serve = serve::serve(self.listener, self.router, self.header_read_timeout, graceful);
         let drain_deadline = async move {
             if closed.await.is_err() {
                 std::future::pending::<()>().await;
@@ -132,6 +160,10 @@ impl Application {
         purge.abort();
         if let Some(relay) = relay {
             relay.stop().await;
+        }
+        let _ = metrics_stop.send(());
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         tracing::info!("stopped");
         served

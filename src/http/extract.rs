@@ -1,5 +1,7 @@
 //! Extractors whose rejections are problems too, so a bad request never gets a plain-text error.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -9,9 +11,13 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
-/// A JSON **object** body as `T`, with 400 / 413 / 415 problems instead of axum's text
+/// A JSON **object** body as `T`, with 400 / 408 / 413 / 415 problems instead of axum's text
 /// rejections. Objects only: serde would otherwise accept `["a","b"]` for a struct.
 pub struct JsonBody<T>(pub T);
+
+/// How long a whole body may take to arrive, set by the router for every request.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -20,13 +26,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::MalformedRequest(rejection.body_text())
-            }
-        })?;
+        let limit = req.extensions().get::<BodyReadTimeout>().map_or(Duration::from_secs(10), |t| t.0);
+        let body = tokio::time::timeout(limit, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::BodyTimeout)?
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::MalformedRequest(rejection.body_text())
+                }
+            })?;
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::MalformedRequest("the body must be a JSON object".into()));
         }

@@ -7,11 +7,14 @@ pub mod idempotency;
 mod observe;
 pub mod openapi;
 pub mod orders;
+pub mod serve;
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
+use axum::Extension;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Response};
@@ -32,6 +35,7 @@ use crate::outbox::RelayStatus;
 use crate::storage::OrderStore;
 use crate::upstream::breaker::BreakerHandle;
 use error::ApiError;
+use extract::BodyReadTimeout;
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
@@ -54,15 +58,18 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
+    /// A body must have fully arrived within this (408 otherwise): a slow body holds no task forever.
+    pub body_read_timeout: Duration,
     /// Requests to `/v1/*` in flight at once; more are shed with 503 `load-shed` at once.
     /// Health, metrics and OpenAPI are never shed, so probes and scrapes see an overload.
     pub max_in_flight: usize,
 }
 
-/// The whole API. Layers, outermost first: request id (kept if the client sent one) →
-/// echo it on the response → span + log line + metrics → panics become 500 problems; the
-/// `/v1` routes also pass the load shedder.
-pub fn router(state: AppState, limits: HttpLimits) -> Router {
+/// The whole API, with `/metrics` unless it has an address of its own ([`metrics_router`]).
+/// Layers, outermost first: request id (kept if the client sent one) → echo it on the
+/// response → span + log line + metrics → panics become 500 problems; the `/v1` routes also
+/// pass the load shedder.
+pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async { ApiError::Overloaded }))
@@ -73,15 +80,19 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/v1/order", post(orders::create_order_legacy))
         .route("/v1/orders/{id}", get(orders::get_order))
         .route_layer(shed);
-    Router::new()
+    let mut routes = Router::new()
         .merge(api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(openapi::openapi_json));
+    if with_metrics {
+        routes = routes.route("/metrics", get(render_metrics));
+    }
+    routes
         .fallback(|| async { ApiError::NotFound("no such resource") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(Extension(BodyReadTimeout(limits.body_read_timeout)))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -101,7 +112,15 @@ fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response<axum::body
     ApiError::Internal(message).into_response()
 }
 
-/// Prometheus text exposition, on the API port (see the README for why).
+/// `/metrics` alone, for `METRICS_ADDR` (a private interface, say); anything else is a 404.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { ApiError::NotFound("no such resource") })
+        .with_state(state)
+}
+
+/// Prometheus text exposition: on the API port, or on `METRICS_ADDR` when set.
 async fn render_metrics(State(app): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }

@@ -195,6 +195,8 @@ impl Upstreams {
 /// The application under test, serving on a random loopback port until dropped.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `/metrics` when `METRICS_ADDR` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     pub db: TestDb,
     pub upstreams: Upstreams,
@@ -290,12 +292,20 @@ impl TestAppBuilder {
         env.extend(self.env);
         let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
         let app = Application::build(config).await.expect("application starts");
-        let addr = app.local_addr();
+        let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        TestApp { addr, http: reqwest::Client::new(), db, upstreams, stop: Some(stop), served: Some(served) }
+        TestApp {
+            addr,
+            metrics_addr,
+            http: reqwest::Client::new(),
+            db,
+            upstreams,
+            stop: Some(stop),
+            served: Some(served),
+        }
     }
 }
 

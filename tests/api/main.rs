@@ -4,6 +4,7 @@
 mod bench;
 mod crash;
 mod database_outage;
+mod edge;
 mod health;
 mod helpers;
 mod idempotency;

@@ -165,25 +165,44 @@ fn place_order_spec(error: &PlaceOrderError) -> Spec {
         PlaceOrderError::DeadlineExceeded => {
             Spec::new(S::GATEWAY_TIMEOUT, "deadline-exceeded", "Deadline exceeded", error.to_string())
         }
-        PlaceOrderError::Upstream { source: UpstreamError::Timeout | UpstreamError::DeadlineExceeded, .. } => {
-            Spec::new(S::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out", error.to_string())
+        PlaceOrderError::Upstream { upstream, source } => upstream_spec(&format!("{upstream}-service"), source),
+        PlaceOrderError::Store(e) => store_spec(e),
+    }
+}
+
+/// An upstream failure for the client: which upstream and what kind of failure, never the
+/// transport's own text (addresses, parser messages), which goes to the log only.
+fn upstream_spec(upstream: &str, source: &UpstreamError) -> Spec {
+    use StatusCode as S;
+    let detail = |what: &str| format!("{upstream}: {what}");
+    match source {
+        UpstreamError::Timeout | UpstreamError::DeadlineExceeded => {
+            Spec::new(S::GATEWAY_TIMEOUT, "upstream-timeout", "Upstream timed out", detail("timed out"))
         }
-        PlaceOrderError::Upstream { source: UpstreamError::CircuitOpen { retry_after }, .. } => {
-            Spec::new(S::SERVICE_UNAVAILABLE, "circuit-open", "Circuit open", error.to_string())
+        UpstreamError::CircuitOpen { retry_after } => {
+            Spec::new(S::SERVICE_UNAVAILABLE, "circuit-open", "Circuit open", detail("circuit open"))
                 .retry_after(*retry_after)
         }
-        PlaceOrderError::Upstream { source: UpstreamError::BulkheadFull, .. } => {
-            Spec::new(S::SERVICE_UNAVAILABLE, "bulkhead-full", "Bulkhead full", error.to_string())
+        UpstreamError::BulkheadFull => {
+            Spec::new(S::SERVICE_UNAVAILABLE, "bulkhead-full", "Bulkhead full", detail("too many calls in flight"))
                 .retry_after(DEFAULT_RETRY_AFTER)
         }
-        PlaceOrderError::Upstream { source: UpstreamError::RetryBudgetExhausted(_), .. } => {
-            Spec::new(S::SERVICE_UNAVAILABLE, "retry-budget-exhausted", "Retry budget exhausted", error.to_string())
-                .retry_after(DEFAULT_RETRY_AFTER)
+        UpstreamError::RetryBudgetExhausted(_) => Spec::new(
+            S::SERVICE_UNAVAILABLE,
+            "retry-budget-exhausted",
+            "Retry budget exhausted",
+            detail("failing, and the retry budget is spent"),
+        )
+        .retry_after(DEFAULT_RETRY_AFTER),
+        UpstreamError::ServerError(status) | UpstreamError::UnexpectedStatus(status) => {
+            Spec::new(S::BAD_GATEWAY, "upstream-error", "Upstream error", detail(&format!("answered HTTP {status}")))
         }
-        PlaceOrderError::Upstream { .. } => {
-            Spec::new(S::BAD_GATEWAY, "upstream-error", "Upstream error", error.to_string())
+        UpstreamError::Connect(_) => {
+            Spec::new(S::BAD_GATEWAY, "upstream-error", "Upstream error", detail("connection failed"))
         }
-        PlaceOrderError::Store(e) => store_spec(e),
+        UpstreamError::InvalidResponse(_) => {
+            Spec::new(S::BAD_GATEWAY, "upstream-error", "Upstream error", detail("answered with an unusable response"))
+        }
     }
 }
 
@@ -243,6 +262,9 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::strategy::LazyJust;
+
     use super::*;
     use crate::upstream::Upstream;
 
@@ -327,5 +349,82 @@ mod tests {
         assert_eq!(render(open(2500)).await.1.as_deref(), Some("3"));
         assert_eq!(render(open(3000)).await.1.as_deref(), Some("3"));
         assert_eq!(render(open(10)).await.1.as_deref(), Some("1"));
+    }
+
+    /// Internal text a failure may carry (addresses, SQL, parser messages); never for clients.
+    const SECRET: &str = "SECRET-internal-10.1.2.3";
+
+    fn upstream_error() -> impl Strategy<Value = UpstreamError> {
+        let leaf = prop_oneof![
+            (100u16..600).prop_map(UpstreamError::ServerError),
+            Just(UpstreamError::Timeout),
+            ".*".prop_map(|s| UpstreamError::Connect(format!("{SECRET}{s}"))),
+            ".*".prop_map(|s| UpstreamError::InvalidResponse(format!("{s}{SECRET}"))),
+            (400u16..500).prop_map(UpstreamError::UnexpectedStatus),
+            Just(UpstreamError::DeadlineExceeded),
+            (0u64..120_000).prop_map(|ms| UpstreamError::CircuitOpen { retry_after: Duration::from_millis(ms) }),
+            Just(UpstreamError::BulkheadFull),
+        ];
+        leaf.prop_recursive(2, 4, 1, |inner| inner.prop_map(|e| UpstreamError::RetryBudgetExhausted(Box::new(e))))
+    }
+
+    fn api_error() -> impl Strategy<Value = ApiError> {
+        let sqlx_error = prop_oneof![
+            LazyJust::new(|| sqlx::Error::PoolTimedOut),
+            ".*".prop_map(|s| sqlx::Error::Protocol(format!("{SECRET}{s}"))),
+            ".*".prop_map(|s| sqlx::Error::ColumnNotFound(format!("{SECRET}{s}"))),
+        ];
+        let store = sqlx_error.prop_map(StoreError::from);
+        let upstream = prop_oneof![Just(Upstream::User), Just(Upstream::Product)];
+        prop_oneof![
+            ".*".prop_map(ApiError::MalformedRequest),
+            LazyJust::new(|| ApiError::PayloadTooLarge),
+            LazyJust::new(|| ApiError::UnsupportedMediaType),
+            LazyJust::new(|| {
+                ApiError::InvalidInput(vec![FieldError { field: "user_id", reason: "must not be empty".into() }])
+            }),
+            LazyJust::new(|| ApiError::NotFound("no such resource")),
+            LazyJust::new(|| ApiError::MethodNotAllowed),
+            LazyJust::new(|| ApiError::KeyReused),
+            LazyJust::new(|| ApiError::KeyInFlight),
+            LazyJust::new(|| ApiError::BodyTimeout),
+            LazyJust::new(|| ApiError::Overloaded),
+            ".*".prop_map(|s| ApiError::Internal(format!("{SECRET}{s}"))),
+            LazyJust::new(|| ApiError::PlaceOrder(PlaceOrderError::UnknownUser)),
+            LazyJust::new(|| ApiError::PlaceOrder(PlaceOrderError::UnknownProduct)),
+            LazyJust::new(|| ApiError::PlaceOrder(PlaceOrderError::DeadlineExceeded)),
+            (upstream, upstream_error())
+                .prop_map(|(upstream, source)| ApiError::PlaceOrder(PlaceOrderError::Upstream { upstream, source })),
+            store.clone().prop_map(|e| ApiError::PlaceOrder(PlaceOrderError::Store(e))),
+            store.prop_map(ApiError::Store),
+            LazyJust::new(|| ApiError::Store(StoreError::KeyLeaseLost)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever fails, the client gets a well-formed problem with a status from the
+        /// design's table, `Retry-After` exactly on the statuses that invite a retry, and no
+        /// internal text; the internal cause is kept (for the log) on every 5xx.
+        #[test]
+        fn every_failure_renders_a_well_formed_problem_without_internal_text(error in api_error()) {
+            let client_text = matches!(error, ApiError::MalformedRequest(_));
+            let name = format!("{error:?}");
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let (status, retry, body, has_cause) = runtime.block_on(render(error));
+            prop_assert!([400, 404, 405, 408, 409, 413, 415, 422, 500, 502, 503, 504].contains(&status), "{name}");
+            prop_assert_eq!(&body["status"], &serde_json::json!(status));
+            let slug = body["type"].as_str().and_then(|t| t.strip_prefix("/problems/")).unwrap_or_default();
+            prop_assert!(!slug.is_empty() && slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{body}");
+            prop_assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+            prop_assert!(body["detail"].is_string(), "{body}");
+            prop_assert_eq!(retry.is_some(), status == 503 || status == 409, "{}", name);
+            if let Some(retry) = retry {
+                prop_assert!(retry.parse::<u64>().is_ok_and(|s| s >= 1), "Retry-After {retry}");
+            }
+            prop_assert_eq!(has_cause, status >= 500);
+            if !client_text {
+                prop_assert!(!body.to_string().contains(SECRET), "{name} leaked: {body}");
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! retention) are in [`crate::domain::idempotency`]; this is their HTTP side.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName};
 use chrono::Utc;
@@ -58,7 +59,7 @@ pub async fn place_once(
         }
         KeyClaim::InFlight { same_request: true } => return Err(ApiError::KeyInFlight),
     }
-    let guard = ReleaseOnDrop { store: Arc::clone(&app.store), lease: Some(lease.clone()) };
+    let guard = ReleaseOnDrop { store: Arc::clone(&app.store), lease: Some(lease.clone()), give_up: app.keys.lease };
     let complete: &CompleteKey<'_> =
         &|order: &Order| KeyCompletion { lease: lease.clone(), status: 201, body: render(order) };
     let placed = app.orders.place_order(user_id, product_code, Some(complete)).await;
@@ -70,10 +71,13 @@ pub async fn place_once(
 
 /// Releases the key unless disarmed: on failure, and also when the client goes away and the
 /// handler is dropped mid-order, so the client's retry need not wait for the lease to expire.
-/// Releasing a key that was completed meanwhile does nothing (see `release_key`).
+/// Releasing a key that was completed meanwhile does nothing (see `release_key`). When the
+/// database is what failed, the release is retried (capped backoff) until it succeeds or the
+/// lease has expired by itself — else every retry of that order would get 409 until then.
 struct ReleaseOnDrop {
     store: Arc<dyn OrderStore>,
     lease: Option<KeyLease>,
+    give_up: Duration,
 }
 
 impl ReleaseOnDrop {
@@ -87,12 +91,19 @@ impl Drop for ReleaseOnDrop {
         let Some(lease) = self.lease.take() else {
             return;
         };
-        let store = Arc::clone(&self.store);
+        let (store, give_up) = (Arc::clone(&self.store), self.give_up);
         // Drop cannot await; outside a runtime (never in the server) the lease simply expires.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(error) = store.release_key(&lease).await {
-                    tracing::warn!(%error, "could not release an idempotency key; it frees itself when its lease expires");
+                let started = tokio::time::Instant::now();
+                let mut pause = Duration::from_millis(50);
+                while let Err(error) = store.release_key(&lease).await {
+                    if started.elapsed() + pause >= give_up {
+                        tracing::warn!(%error, "could not release an idempotency key; its lease expires by itself");
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             });
         }

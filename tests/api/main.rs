@@ -15,6 +15,7 @@ mod outage;
 mod outbox;
 mod proxy;
 mod resilience;
+mod restart;
 mod secrets;
 mod shutdown;
 mod use_cases;

@@ -1,0 +1,149 @@
+//! PostgreSQL and RabbitMQ "restarted" under load: every live connection is dropped and new
+//! ones are refused for a while, then the server is back — through the test kit's cut-able
+//! proxy, so the shared servers other tests use keep running. Nothing acknowledged may be
+//! lost, nothing may be doubled, and the service must recover without a restart of its own.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp, Upstreams};
+use crate::outbox::{BROKER, TestConsumer, message_id};
+use crate::proxy::CutProxy;
+
+const CLIENTS: usize = 6;
+/// Each client places orders for this long; the outage falls in the middle.
+const LOAD: Duration = Duration::from_secs(4);
+
+/// What the load saw.
+#[derive(Default)]
+struct Tally {
+    /// Logical orders started (each with its own Idempotency-Key).
+    orders: usize,
+    /// HTTP requests sent, retries included.
+    requests: usize,
+    /// Order ids acknowledged with a 201.
+    acked: Vec<String>,
+    /// Responses that were neither 201 nor a retryable 503/409.
+    unexpected: Vec<u16>,
+}
+
+/// `CLIENTS` clients place orders for `LOAD`, each order with its own key, retrying a 503 or
+/// 409 with the same key (as a well-behaved client does) until it gets a 201.
+async fn load(app: &TestApp) -> Tally {
+    let clients = (0..CLIENTS).map(|_| {
+        let (http, url) = (app.http.clone(), app.url("/v1/orders"));
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let started = Instant::now();
+            while started.elapsed() < LOAD {
+                tally.orders += 1;
+                let key = Uuid::now_v7().to_string();
+                let body = json!({"user_id": "7c11e1ce2741", "product_code": "classic-box"});
+                for _attempt in 0..100 {
+                    tally.requests += 1;
+                    let response = http.post(&url).header("Idempotency-Key", &key).json(&body).send().await;
+                    let response = response.expect("the service itself stays up");
+                    match response.status().as_u16() {
+                        201 => {
+                            let order: serde_json::Value = response.json().await.expect("json");
+                            tally.acked.push(order["id"].as_str().expect("id").to_owned());
+                            break;
+                        }
+                        503 | 409 => tokio::time::sleep(Duration::from_millis(100)).await,
+                        other => {
+                            tally.unexpected.push(other);
+                            break;
+                        }
+                    }
+                }
+            }
+            tally
+        })
+    });
+    let mut total = Tally::default();
+    for client in clients.collect::<Vec<_>>() {
+        let tally = client.await.expect("client");
+        total.orders += tally.orders;
+        total.requests += tally.requests;
+        total.acked.extend(tally.acked);
+        total.unexpected.extend(tally.unexpected);
+    }
+    total
+}
+
+/// Cuts the proxy after 1 s for 1.5 s, while the load runs.
+async fn outage_during(proxy: &CutProxy, app: &TestApp) -> Tally {
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.restore();
+    };
+    let (tally, ()) = tokio::join!(load(app), outage);
+    tally
+}
+
+/// Every acknowledged order is stored once and its event delivered once; returns the figures.
+async fn check_nothing_lost(app: &TestApp, consumer: &mut TestConsumer, tally: &Tally, fault: &str) {
+    assert!(tally.unexpected.is_empty(), "{fault}: unexpected statuses {:?}", tally.unexpected);
+    assert_eq!(tally.acked.len(), tally.orders, "{fault}: every order got its 201 in the end");
+    let distinct: HashSet<&String> = tally.acked.iter().collect();
+    assert_eq!(distinct.len(), tally.acked.len(), "{fault}: one order id per key");
+    let stored = app.db.count("orders").await as usize;
+    assert_eq!(stored, tally.orders, "{fault}: exactly one stored order per logical order");
+
+    let deliveries = consumer.take(&tally.acked, tally.acked.len(), Duration::from_secs(30)).await;
+    let delivered: HashSet<String> = deliveries.iter().map(message_id).collect();
+    assert_eq!(delivered.len(), tally.acked.len(), "{fault}: every acknowledged order's event was published");
+    let pending = app.db.scalar_i64("SELECT count(*) FROM outbox WHERE published_at IS NULL").await;
+    assert_eq!(pending, 0, "{fault}: the outbox drained");
+    println!(
+        "{fault}: orders {}, requests sent {} (with retries), 201s {}, orders in the database {stored}, \
+         events delivered {} ({} distinct), duplicate orders {}",
+        tally.orders,
+        tally.requests,
+        tally.acked.len(),
+        deliveries.len(),
+        delivered.len(),
+        tally.acked.len() - distinct.len(),
+    );
+}
+
+async fn app_behind(database_port: Option<u16>, amqp_url: &str) -> TestApp {
+    let upstreams = Upstreams::mock().await;
+    upstreams.mount_healthy().await;
+    let mut builder = TestApp::builder(Backend::Postgres)
+        .upstreams(upstreams)
+        .env("AMQP_URL", amqp_url)
+        .env("DATABASE_ACQUIRE_TIMEOUT_MS", "300")
+        .env("OUTBOX_POLL_INTERVAL_MS", "100")
+        .env("OUTBOX_RECONNECT_MAX_MS", "300");
+    if let Some(port) = database_port {
+        builder = builder.database_port(port);
+    }
+    builder.spawn().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_under_load_loses_and_doubles_nothing() {
+    let proxy = CutProxy::start("127.0.0.1:5432").await;
+    let mut consumer = TestConsumer::bind().await;
+    let app = app_behind(Some(proxy.port), BROKER).await;
+    let tally = outage_during(&proxy, &app).await;
+    assert!(tally.requests > tally.orders, "the outage made clients retry (else it missed the load)");
+    check_nothing_lost(&app, &mut consumer, &tally, "PostgreSQL restart").await;
+    assert_eq!(app.get("/health/ready").await.status(), 200, "ready again without a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_under_load_fails_no_order_and_loses_no_event() {
+    let proxy = CutProxy::start("127.0.0.1:5672").await;
+    let mut consumer = TestConsumer::bind().await;
+    let app = app_behind(None, &format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)).await;
+    let tally = outage_during(&proxy, &app).await;
+    assert_eq!(tally.requests, tally.orders, "no order needed a retry: the broker is off the order path");
+    check_nothing_lost(&app, &mut consumer, &tally, "RabbitMQ restart").await;
+}

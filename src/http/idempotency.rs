@@ -51,15 +51,22 @@ pub async fn place_once(
 ) -> Result<Placed, ApiError> {
     let fingerprint = idempotency::fingerprint(user_id.as_str(), product_code.as_str());
     let lease = KeyLease { key, token: Uuid::now_v7() };
-    match app.store.claim_key(&lease, &fingerprint, app.keys.times(Utc::now())).await? {
-        KeyClaim::Leased(_) => {}
-        KeyClaim::Completed { same_request: true, response } => return Ok(Placed::Replayed(response)),
-        KeyClaim::Completed { same_request: false, .. } | KeyClaim::InFlight { same_request: false } => {
-            return Err(ApiError::KeyReused);
-        }
-        KeyClaim::InFlight { same_request: true } => return Err(ApiError::KeyInFlight),
-    }
+    // Armed before the claim: a claim committed by the database whose answer was lost (the
+    // connection died) must be released too, or the key would stay leased with no owner.
     let guard = ReleaseOnDrop { store: Arc::clone(&app.store), lease: Some(lease.clone()), give_up: app.keys.lease };
+    let claim = app.store.claim_key(&lease, &fingerprint, app.keys.times(Utc::now())).await?;
+    let refused = match claim {
+        KeyClaim::Leased(_) => None,
+        KeyClaim::Completed { same_request: true, response } => Some(Ok(Placed::Replayed(response))),
+        KeyClaim::Completed { same_request: false, .. } | KeyClaim::InFlight { same_request: false } => {
+            Some(Err(ApiError::KeyReused))
+        }
+        KeyClaim::InFlight { same_request: true } => Some(Err(ApiError::KeyInFlight)),
+    };
+    if let Some(answer) = refused {
+        guard.disarm(); // the key is someone else's: this request wrote nothing
+        return answer;
+    }
     let complete: &CompleteKey<'_> =
         &|order: &Order| KeyCompletion { lease: lease.clone(), status: 201, body: render(order) };
     let placed = app.orders.place_order(user_id, product_code, Some(complete)).await;

@@ -66,9 +66,13 @@ def check(run):
             d = promtext.bucket_delta(b.latency_buckets(), a.latency_buckets())
             fast = {le: fast.get(le, 0) + v for le, v in d.items()}
     total = fast.get(math.inf, 0.0)
-    under = fast.get(0.001, 0.0)
-    run.check("during", "service time while open (server histogram)", "≥ 99 % of orders ≤ 1 ms",
-              f"{pct(under / total)} of {total:.0f} ≤ 1 ms (p99 ≤ {ms(promtext.quantile(fast, 0.99))})" if total else "no open window",
+    # An unoptimised (debug) build, as CI runs, spends 1–2 ms per request; the 1 ms promise is the
+    # release build's. The bound is a histogram bucket boundary, so it is read exactly.
+    bound, why = (0.0025, "debug build; 1 ms for release") if run.debug_build else (0.001, "release build")
+    under = fast.get(bound, 0.0)
+    p99 = promtext.quantile(fast, 0.99)
+    run.check("during", "service time while open (server histogram)", f"≥ 99 % of orders ≤ {bound * 1000:g} ms ({why})",
+              f"{pct(under / total)} of {total:.0f} (p99 ≤ {p99 * 1000:g} ms)" if total else "no open window",
               total >= 5 and under / total >= 0.99)
     during = run.results("during")
     refused = share(during, lambda r: r.problem == "circuit-open")

@@ -6,6 +6,8 @@ import math
 import os
 from dataclasses import asdict
 
+from . import promtext
+
 STATE_Y = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -83,10 +85,12 @@ def chart(run, path):
                             label=f"{c} {label}" if len(labels) > 1 else c)
     deadline = run.cfg["ORDER_DEADLINE_MS"]
     ax1.axhline(deadline, color="firebrick", ls="--", lw=1)
-    ax1.text(0, deadline, f" deadline {deadline} ms", va="bottom", color="firebrick", fontsize=8)
-    ax1.set_yscale("symlog", linthresh=10)
-    ax1.set_ylabel("latency (ms, client)")
-    ax1.legend(loc="upper left", fontsize=8, ncol=4, markerscale=2)
+    ax1.text(0.005, deadline * 0.93, f"deadline {deadline} ms", va="top", color="firebrick", fontsize=8,
+             transform=ax1.get_yaxis_transform())
+    ax1.set_yscale("log")
+    ax1.set_ylim(0.3, max([deadline * 1.6] + [r.latency * 1600 for r in results]))
+    ax1.set_ylabel("latency (ms, client, log)")
+    ax1.legend(loc="lower right", fontsize=8, ncol=3, markerscale=2, framealpha=0.9)
 
     end = int(math.ceil(run.t_end))
     seconds = list(range(end))
@@ -109,12 +113,19 @@ def chart(run, path):
     ax3.set_yticks([0, 1, 2], ["closed", "half-open", "open"])
     ax3.set_ylim(-0.4, 2.5)
     ax3.set_xlabel("seconds since the experiment began")
+    ax4 = ax3.twinx()
     if getattr(run.exp, "BROKER", False):
-        ax4 = ax3.twinx()
         ax4.plot([s.t for s in snaps], [s.gauge("outbox_pending") for s in snaps], color="tab:purple",
                  lw=1.5, label="outbox_pending")
         ax4.set_ylabel("outbox pending", color="tab:purple")
-        ax4.legend(loc="upper right", fontsize=8)
+    else:
+        for upstream, colour in (("product", "tab:red"), ("user", "tab:blue")):
+            ax4.step([s.t for s in snaps], [promtext.total(s.samples, "circuit_breaker_keys_open", upstream=upstream)
+                                            for s in snaps], where="post", color=colour, ls=":", lw=1.5,
+                     label=f"{upstream} keys open")
+        ax4.set_ylabel("per-key breakers open")
+        ax4.set_ylim(bottom=0)
+    ax4.legend(loc="upper right", fontsize=8)
     ax3.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)

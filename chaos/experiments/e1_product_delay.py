@@ -18,6 +18,8 @@ ENV = {"ORDER_DEADLINE_MS": "1000",
        "PRODUCT_BREAKER_OPEN_MS": "2000", "PRODUCT_BREAKER_WINDOW_MS": "3000"}
 MIX = [(VICTIM, ADA, VICTIM, 1), (CONTROL, ADA, CONTROL, 1)]
 RATE = 20
+# The control product is served by the self-started simulator only (the fault table has one healthy product).
+SELF_STARTED_ONLY = True
 
 
 def phases(cfg):

@@ -66,9 +66,9 @@ def check(run):
             d = promtext.bucket_delta(b.latency_buckets(), a.latency_buckets())
             fast = {le: fast.get(le, 0) + v for le, v in d.items()}
     total = fast.get(math.inf, 0.0)
-    # An unoptimised (debug) build, as CI runs, spends 1–2 ms per request; the 1 ms promise is the
+    # An unoptimised (debug) build, as CI runs, spends 1–5 ms per request; the 1 ms promise is the
     # release build's. The bound is a histogram bucket boundary, so it is read exactly.
-    bound, why = (0.0025, "debug build; 1 ms for release") if run.debug_build else (0.001, "release build")
+    bound, why = (0.005, "debug build; 1 ms for release") if run.debug_build else (0.001, "release build")
     under = fast.get(bound, 0.0)
     p99 = promtext.quantile(fast, 0.99)
     run.check("during", "service time while open (server histogram)", f"≥ 99 % of orders ≤ {bound * 1000:g} ms ({why})",

@@ -59,9 +59,11 @@ class Run:
             self._sleep(before)
             self.t_inject = self.now()
             exp.inject(self)
+            self.t_injected = self.now()  # orders sent while the script ran belong to no phase
             self._sleep(during)
             self.t_restore = self.now()
             exp.restore(self)
+            self.t_restored = self.now()
             self._sleep(after)
             if hasattr(exp, "settle"):
                 exp.settle(self)
@@ -84,8 +86,8 @@ class Run:
 
     # -- helpers for checks -------------------------------------------------------------
     def results(self, phase, label=None):
-        lo, hi = {"before": (1.0, self.t_inject), "during": (self.t_inject, self.t_restore),
-                  "after": (self.t_restore, self.t_load_end), "all": (0, self.t_end)}[phase]
+        lo, hi = {"before": (1.0, self.t_inject), "during": (self.t_injected, self.t_restore),
+                  "after": (self.t_restored, self.t_load_end), "all": (0, self.t_end)}[phase]
         return [r for r in self.load.results if lo <= r.t < hi and (label is None or r.label == label)]
 
     def check(self, phase, name, expected, observed, ok):

@@ -124,7 +124,9 @@ def chart(run, path):
                                             for s in snaps], where="post", color=colour, ls=":", lw=1.5,
                      label=f"{upstream} keys open")
         ax4.set_ylabel("per-key breakers open")
-        ax4.set_ylim(bottom=0)
+        top = max([promtext.total(s.samples, "circuit_breaker_keys_open") for s in snaps] + [1])
+        ax4.set_ylim(-0.2 * top, top * 1.25)
+        ax4.yaxis.get_major_locator().set_params(integer=True)
     ax4.legend(loc="upper right", fontsize=8)
     ax3.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()

@@ -76,7 +76,7 @@ class LocalStack:
         self.env, self.extra_env = env, extra_env
         self.procs, self.proxy = [], None
 
-    def start(self, name, log, broker_proxy=False):
+    def start(self, name, log, broker_proxy=False, self_started_only=False):
         ports = {k: free_port() for k in ("users", "products", "admin", "api")}
         sim_env = dict(os.environ, SIM_USERS_ADDR=f"127.0.0.1:{ports['users']}",
                        SIM_PRODUCTS_ADDR=f"127.0.0.1:{ports['products']}",
@@ -143,9 +143,11 @@ class RemoteStack:
     def __init__(self, service_url, user_sim, product_sim, down_cmd, up_cmd):
         self.service_url, self.user_sim, self.product_sim = service_url.rstrip("/"), user_sim, product_sim
         self.down_cmd, self.up_cmd = down_cmd, up_cmd
-        self.proxy = None
+        self.proxy, self.chaos = None, None
 
-    def start(self, name, log, broker_proxy=False):
+    def start(self, name, log, broker_proxy=False, self_started_only=False):
+        if self_started_only:
+            raise SkipExperiment("needs the runner's own simulator (a second healthy product)")
         if broker_proxy and not (self.down_cmd and self.up_cmd):
             raise SkipExperiment("needs --broker-outage-cmd and --broker-restore-cmd against a running stack")
         self.chaos = Chaos(self.user_sim, self.product_sim, log)
@@ -159,6 +161,8 @@ class RemoteStack:
         subprocess.run(self.up_cmd, shell=True, check=True, timeout=120)
 
     def stop(self):
+        if self.chaos is None:
+            return
         try:
             self.chaos("reset")
         except RuntimeError:

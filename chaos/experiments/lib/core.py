@@ -47,7 +47,7 @@ class Run:
     def execute(self, scale):
         exp = self.exp
         before, during, after = exp.phases(self.cfg)
-        self.t0 = time.monotonic()
+        self.t0, self.wall_t0 = time.monotonic(), time.time()
         self.poller = MetricsPoller(self.stack.service_url, self.t0)
         self.poller.start()
         self.load = Load(self.stack.service_url, exp.MIX, exp.RATE * scale, self.t0,

@@ -146,13 +146,23 @@ impl Relay {
     pub async fn relay_once(&mut self) -> Result<RelayOutcome, RelayError> {
         if !self.publisher.as_ref().is_some_and(Publisher::is_connected) {
             self.publisher = None;
-            match tokio::time::timeout(BROKER_TIMEOUT, Publisher::connect(&self.amqp_url)).await {
+            let lost = match tokio::time::timeout(BROKER_TIMEOUT, Publisher::connect(&self.amqp_url)).await {
                 Ok(Ok(publisher)) => {
                     tracing::info!("outbox relay connected to the broker");
                     self.publisher = Some(publisher);
+                    None
                 }
-                Ok(Err(error)) => return Err(self.broker_lost(error.to_string())),
-                Err(_) => return Err(self.broker_lost("connect timed out".to_owned())),
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("connect timed out".to_owned()),
+            };
+            if let Some(reason) = lost {
+                // The backlog grows while the broker is away: keep `outbox_pending` (and its
+                // alert) current, counted at most once a second.
+                if self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH) {
+                    self.status.set_pending(self.outbox.count_pending().await?);
+                    self.counted_at = Some(std::time::Instant::now());
+                }
+                return Err(self.broker_lost(reason));
             }
         }
         self.status.set_broker(UP);

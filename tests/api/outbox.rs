@@ -180,6 +180,16 @@ async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later
     assert_eq!(ready.status(), 200, "a broker outage never makes the service unready");
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(ready["broker"]["status"], "down", "{ready}");
+    // The backlog is counted while the broker is unreachable (outbox_pending and its alert).
+    let mut detail = Value::Null;
+    for _ in 0..60 {
+        detail = app.ready().await["broker"]["detail"].clone();
+        if detail == "5 events pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(detail, "5 events pending");
     let order: Value = app.get(&format!("/v1/orders/{}", ids[0])).await.json().await.expect("json");
     assert_eq!(order["published"], false);
 

@@ -1,0 +1,1 @@
+"""Shared machinery of the chaos experiments: metrics scraping, bounded load, the stack, report."""

@@ -100,6 +100,8 @@ class LocalStack:
         svc_env.update(self.extra_env)
         self._spawn("order-service", svc_env, f"{name}.order-service.log")
         self.service_url = f"http://127.0.0.1:{ports['api']}"
+        self.users_url = f"http://127.0.0.1:{ports['users']}"
+        self.products_url = f"http://127.0.0.1:{ports['products']}"
         admin = f"http://127.0.0.1:{ports['admin']}"
         wait_http(admin + "/__admin/faults", 20)
         wait_http(self.service_url + "/health/ready", 30)

@@ -1,0 +1,205 @@
+"""The scenarios of the benchmark: each measures a figure and, in the same run, its baseline.
+
+Every scenario returns rows: {scenario, figure, baseline, ratio, goal, met, detail}. `met` is
+None for rows that only inform (no goal of their own).
+"""
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from . import wrk
+
+ADA = "7c11e1ce2741"
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+
+
+def order_body(product):
+    return json.dumps({"user_id": ADA, "product_code": product})
+
+
+def ms(us):
+    return us / 1000.0
+
+
+def row(scenario, figure, baseline, ratio, goal, met, **detail):
+    return {"scenario": scenario, "figure": figure, "baseline": baseline, "ratio": ratio,
+            "goal": goal, "met": met, "detail": detail}
+
+
+def post_order(stack, product, timeout=30):
+    """One order through urllib: (status, seconds)."""
+    req = urllib.request.Request(stack.service_url + "/v1/orders", data=order_body(product).encode(),
+                                 headers={"content-type": "application/json"}, method="POST")
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        status = e.code
+    return status, time.monotonic() - started
+
+
+def orders_url(stack):
+    return stack.service_url + "/v1/orders"
+
+
+def fan_out(stack, d):
+    """Order latency with the fault table's delays against the slower upstream measured directly."""
+    users = wrk.run(f"{stack.users_url}/users/{ADA}", d.short, 4)
+    products = wrk.run(f"{stack.products_url}/products/classic-box", d.short, 4)
+    orders = wrk.run(orders_url(stack), d.short, 4, method="POST", body=order_body("classic-box"))
+    base50 = max(users["p50_us"], products["p50_us"])
+    base99 = max(users["p99_us"], products["p99_us"])
+    detail = {"orders": orders, "user_direct": users, "product_direct": products}
+    return [
+        row("fan-out: order p50 (user 300 ms ‖ product 200 ms)", f"{ms(orders['p50_us']):.1f} ms",
+            f"{ms(base50):.1f} ms (slower upstream direct, p50)", orders["p50_us"] / base50,
+            "≤ baseline + 2 ms", orders["p50_us"] <= base50 + 2000 and ok(orders, 201), **detail),
+        row("fan-out: order p99", f"{ms(orders['p99_us']):.1f} ms",
+            f"{ms(base99):.1f} ms (slower upstream direct, p99)", orders["p99_us"] / base99,
+            "(informative)", None),
+    ]
+
+
+def ok(result, status):
+    """Every answer had `status` and no socket error or timeout."""
+    return (result["requests"] > 0 and result["statuses"].get(status, 0) == result["requests"]
+            and result["socket_errors"] == 0 and result["timeouts"] == 0)
+
+
+def isolation(stack, d):
+    """classic-box p99 while 16 family-box orders hang, against classic-box p99 alone."""
+    url, classic = orders_url(stack), order_body("classic-box")
+    alone = wrk.run(url, d.long, 8, method="POST", body=classic)
+    hogs = wrk.run_async(url, d.long + 3, 16, method="POST", body=order_body("family-box"), timeout_s=10)
+    time.sleep(1.5)  # let all 16 be in flight
+    loaded = wrk.run(url, d.long, 8, method="POST", body=classic)
+    hogged = hogs.result()
+    return [row("isolation: classic-box p99, 16 family-box (60 s) in flight",
+                f"{ms(loaded['p99_us']):.1f} ms", f"{ms(alone['p99_us']):.1f} ms (classic-box p99 alone)",
+                loaded["p99_us"] / alone["p99_us"], "≤ 1.1 × baseline",
+                loaded["p99_us"] <= 1.1 * alone["p99_us"] and ok(loaded, 201) and ok(alone, 201),
+                alone=alone, loaded=loaded, family_box=hogged)]
+
+
+def fail_fast(stack, d, deadline_ms):
+    """A family-box order (product 60 s late) answered against ORDER_DEADLINE_MS."""
+    answers = [post_order(stack, "family-box") for _ in range(d.fail_fast_orders)]
+    worst = max(s for _, s in answers)
+    statuses = sorted({st for st, _ in answers})
+    return [row("fail fast: family-box answer (slowest of %d)" % len(answers), f"{worst * 1000:.0f} ms",
+                f"{deadline_ms} ms (ORDER_DEADLINE_MS)", worst * 1000 / deadline_ms, "≤ 1.05 × deadline",
+                worst * 1000 <= 1.05 * deadline_ms and statuses == [504],
+                answers=[{"status": st, "ms": round(s * 1000, 1)} for st, s in answers])]
+
+
+def real_attempts(stack):
+    """Product attempts that reached the transport (refusals by breaker or bulkhead excluded)."""
+    samples = stack_scrape(stack)
+    return sum(v for n, labels, v in samples if n == "upstream_requests_total"
+               and labels.get("upstream") == "product"
+               and labels.get("outcome") not in ("rejected_open", "rejected_bulkhead"))
+
+
+def stack_scrape(stack):
+    from lib import promtext  # chaos/experiments/lib, on the path set by bench/run
+    return promtext.scrape(stack.service_url + "/metrics", keep=("upstream_requests_total",
+                                                                 "circuit_breaker_state", "outbox_pending"))
+
+
+def amplification_and_open_circuit(stack, d):
+    """A full product outage (connections refused) under a paced load: real attempts per order;
+    then, with the breaker open, a refused order's latency against GET /health/live."""
+    url, classic = orders_url(stack), order_body("classic-box")
+    wrk.run(url, d.short, 8, method="POST", body=classic, pace_ms=20)  # a healthy past first
+    before = real_attempts(stack)
+    stack.chaos("outage", "product")
+    try:
+        during = wrk.run(url, d.long, 8, method="POST", body=classic, pace_ms=20)
+        attempts = real_attempts(stack) - before
+        refused = wrk.run(url, d.short, 1, method="POST", body=classic)
+        live = wrk.run(stack.service_url + "/health/live", d.short, 1)
+    finally:
+        stack.chaos("reset")
+    ratio = attempts / during["requests"]
+    open_share = refused["statuses"].get(503, 0) / max(1, refused["requests"])
+    return [
+        row("amplification: product attempts per order, %d s full outage" % d.long,
+            f"{attempts:.0f} attempts / {during['requests']} orders", "1.0 (one attempt per order)", ratio,
+            "≤ 1.2", ratio <= 1.2, orders=during),
+        row("open circuit: refused order p99 (client-side, loopback)", f"{ms(refused['p99_us']):.3f} ms",
+            f"{ms(live['p99_us']):.3f} ms (GET /health/live p99)", refused["p99_us"] / live["p99_us"],
+            "≤ 1.5 × baseline and < 1 ms",
+            refused["p99_us"] <= 1.5 * live["p99_us"] and refused["p99_us"] < 1000 and open_share >= 0.99,
+            refused=refused, live=live),
+    ]
+
+
+def pgbench(database_url, d, clients=64):
+    """The database ceiling: pgbench running an order's insert statement (bench/order_tx.sql)."""
+    cmd = ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(d.long), "-f",
+           os.path.join(BENCH, "order_tx.sql"), database_url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=d.long + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("tps ="):
+            return float(line.split()[2])
+    raise RuntimeError(f"pgbench printed no tps:\n{out.stdout}{out.stderr}")
+
+
+def throughput(stack, d, pg_tps):
+    """Orders/s at 64 connections (zero-delay upstreams, PostgreSQL, relay on) against the
+    database's own ceiling and the upstream's own GET rate, both measured in this run."""
+    upstream = wrk.run(f"{stack.products_url}/products/classic-box", d.long, 64, threads=2)
+    url, classic = orders_url(stack), order_body("classic-box")
+    wrk.run(url, d.warmup, 64, threads=2, method="POST", body=classic)
+    orders = wrk.run(url, d.long, 64, threads=2, method="POST", body=classic)
+    drained = wait_drained(stack, 60)
+    rate = orders["statuses"].get(201, 0) / (orders["duration_us"] / 1e6)
+    return [
+        row("throughput: orders/s at 64 connections", f"{rate:.0f} orders/s",
+            f"{pg_tps:.0f} tx/s (pgbench, same statement, 64 clients)", rate / pg_tps, "≥ 0.5 × baseline",
+            rate >= 0.5 * pg_tps and ok(orders, 201), orders=orders, outbox_drained_s=drained),
+        row("throughput: vs the upstream's own GET rate", f"{rate:.0f} orders/s",
+            f"{upstream['rate']:.0f} GET/s (product-service direct, 64 connections)",
+            rate / upstream["rate"], "(informative: each order makes 2 GETs)", None, upstream=upstream),
+        row("throughput: order p99 at 64 connections", f"{ms(orders['p99_us']):.1f} ms", "50 ms (goal)",
+            orders["p99_us"] / 50000, "≤ 50 ms", orders["p99_us"] <= 50000),
+    ]
+
+
+def wait_drained(stack, seconds):
+    """Seconds until outbox_pending reads 0 (None if it did not within `seconds`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        pending = sum(v for n, _, v in stack_scrape(stack) if n == "outbox_pending")
+        if pending == 0:
+            return round(time.monotonic() - started, 1)
+        time.sleep(0.25)
+    return None
+
+
+def rss_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def memory(stack, d, pid):
+    """Peak RSS while 1,000 connections place orders, against RSS at idle (same process)."""
+    time.sleep(1)
+    idle = rss_kib(pid, "VmRSS")
+    flood = wrk.run(orders_url(stack), d.long, 1000, threads=2, method="POST", body=order_body("classic-box"),
+                    timeout_s=10)
+    peak = rss_kib(pid, "VmHWM")
+    return [row("memory: peak RSS, 1,000 connections placing orders", f"{peak / 1024:.1f} MiB",
+                f"{idle / 1024:.1f} MiB (RSS at idle)", peak / idle, "≤ 64 MiB", peak <= 64 * 1024,
+                flood=flood)]

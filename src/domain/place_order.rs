@@ -49,7 +49,8 @@ impl OrderService {
     }
 
     /// Fetches both upstreams concurrently within the deadline; the first definitive failure
-    /// drops (cancels) the other fetch. Then order and outbox row commit in one transaction,
+    /// drops (cancels) the other fetch, and a lookup an open breaker refuses fails the order
+    /// before either fetch starts. Then order and outbox row commit in one transaction,
     /// together with the idempotency key's completion that `complete` makes from the new order.
     pub async fn place_order(
         &self,
@@ -58,6 +59,12 @@ impl OrderService {
         complete: Option<&CompleteKey<'_>>,
     ) -> Result<Order, PlaceOrderError> {
         let deadline = Instant::now() + self.deadline;
+        if let Some(source) = self.products.refusal(product_code.as_str()) {
+            return Err(upstream_failure(Upstream::Product, source));
+        }
+        if let Some(source) = self.users.refusal(user_id.as_str()) {
+            return Err(upstream_failure(Upstream::User, source));
+        }
         let user = async {
             match self.users.fetch(user_id.as_str(), deadline).await {
                 Ok(Some(user)) => Ok(user),
@@ -98,10 +105,13 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::config::Config;
     use crate::domain::Money;
     use crate::domain::idempotency::{KeyClaim, KeyLease};
     use crate::storage::{KeyTimes, ListFilter};
     use crate::upstream::UpstreamRequest;
+    use crate::upstream::breaker::BreakerHandle;
+    use crate::upstream::stack::{self, StackConfig};
 
     /// These tests fail before storage; a store call would be a bug.
     struct NoStore;
@@ -145,12 +155,17 @@ mod tests {
         }
     }
 
+    fn defaults() -> StackConfig {
+        Config::from_lookup(|_| None).expect("defaults").product_stack
+    }
+
+    /// A lookup answering `answer` after `delay`, behind breakers that never see its calls.
     fn client<T: Clone + Send + Sync + 'static>(
         delay: Duration,
         answer: Result<Option<T>, UpstreamError>,
         dropped: Arc<AtomicBool>,
     ) -> UpstreamClient<T> {
-        UpstreamClient::new(BoxCloneSyncService::new(tower::service_fn(move |_: UpstreamRequest| {
+        let service = BoxCloneSyncService::new(tower::service_fn(move |_: UpstreamRequest| {
             let answer = answer.clone();
             let flag = DropFlag(Arc::clone(&dropped));
             async move {
@@ -158,7 +173,47 @@ mod tests {
                 std::mem::forget(flag);
                 answer
             }
-        })))
+        }));
+        UpstreamClient::new(service, Upstream::User, BreakerHandle::new(Upstream::User, defaults().breaker))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_fails_the_order_before_any_lookup_starts() {
+        let refused = tower::service_fn(|_: UpstreamRequest| async { Err(UpstreamError::Connect("refused".into())) });
+        let (products, _) = stack::compose::<_, Product>(refused, Upstream::Product, &defaults());
+        let user_started = Arc::new(AtomicBool::new(false));
+        let started = Arc::clone(&user_started);
+        let users = UpstreamClient::new(
+            BoxCloneSyncService::new(tower::service_fn(move |_: UpstreamRequest| {
+                started.store(true, Ordering::SeqCst);
+                async { Ok(Some(ada())) }
+            })),
+            Upstream::User,
+            BreakerHandle::new(Upstream::User, defaults().breaker),
+        );
+        let service = service(users, products);
+        let (user_id, code) = ids();
+        let mut orders = 0;
+        while !matches!(
+            service.place_order(&user_id, &code, None).await,
+            Err(PlaceOrderError::Upstream { source: UpstreamError::CircuitOpen { .. }, .. })
+        ) {
+            orders += 1;
+            assert!(orders < 50, "the product breaker never opened");
+        }
+        user_started.store(false, Ordering::SeqCst);
+        let result = service.place_order(&user_id, &code, None).await;
+        assert!(
+            matches!(
+                result,
+                Err(PlaceOrderError::Upstream {
+                    upstream: Upstream::Product,
+                    source: UpstreamError::CircuitOpen { .. }
+                })
+            ),
+            "{result:?}"
+        );
+        assert!(!user_started.load(Ordering::SeqCst), "no user lookup for an order refused anyway");
     }
 
     fn service(users: UpstreamClient<User>, products: UpstreamClient<Product>) -> OrderService {

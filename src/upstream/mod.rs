@@ -16,11 +16,13 @@ pub mod transport;
 pub mod user;
 
 use std::fmt;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
+use breaker::BreakerHandle;
 pub use error::UpstreamError;
 pub use transport::Decode;
 
@@ -68,17 +70,33 @@ pub struct UpstreamRequest {
 /// A typed client: `Ok(None)` is the upstream's 404 ("unknown"), a healthy answer.
 pub struct UpstreamClient<T> {
     service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>,
+    upstream: Upstream,
+    breakers: BreakerHandle,
 }
 
 impl<T> Clone for UpstreamClient<T> {
     fn clone(&self) -> Self {
-        Self { service: self.service.clone() }
+        Self { service: self.service.clone(), upstream: self.upstream, breakers: self.breakers.clone() }
     }
 }
 
 impl<T: 'static> UpstreamClient<T> {
-    pub fn new(service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>) -> Self {
-        Self { service }
+    pub fn new(
+        service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>,
+        upstream: Upstream,
+        breakers: BreakerHandle,
+    ) -> Self {
+        Self { service, upstream, breakers }
+    }
+
+    /// The answer `fetch(key)` would get at once from an open breaker, counted as that refused
+    /// attempt (`rejected_open`); `None` when a fetch would be tried. An order asks both
+    /// upstreams first so that a refused one never starts the other lookup only to cancel it
+    /// (a cancelled HTTP/1 request costs its upstream connection).
+    pub fn refusal(&self, key: &str) -> Option<UpstreamError> {
+        let refused = self.breakers.refusal(key)?;
+        crate::telemetry::metrics::upstream_attempt(self.upstream.as_str(), refused.outcome(), Duration::ZERO);
+        Some(refused)
     }
 
     pub async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {

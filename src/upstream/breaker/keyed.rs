@@ -77,6 +77,12 @@ impl KeyedBreakers {
         self.keys.values().filter(|b| b.state() != StateName::Closed).count()
     }
 
+    /// Whether `admit` would refuse `key` outright (the upstream's or the key's breaker open and
+    /// waiting), with the wait; changes nothing.
+    pub fn refuses(&self, key: &str, now: Instant) -> Option<Duration> {
+        self.upstream.refuses(now).or_else(|| self.keys.get(key)?.refuses(now))
+    }
+
     pub fn admit(&mut self, key: &str, now: Instant) -> (Result<Ticket, Refused>, Changes) {
         let mut changes = Changes::default();
         let (upstream, transition) = self.upstream.admit(now);

@@ -131,6 +131,15 @@ impl Breaker {
         (admission, transition)
     }
 
+    /// Whether `admit` would refuse because the breaker is open and still waiting, and for how
+    /// long; changes nothing (no transition, no probe slot taken).
+    pub fn refuses(&self, now: Instant) -> Option<Duration> {
+        match self.state {
+            State::Open { until } if now < until => Some(until - now),
+            _ => None,
+        }
+    }
+
     /// Records a finished call. While half-open, one good probe closes the breaker and one bad
     /// (failed or slow) probe opens it again.
     pub fn record(&mut self, probe: Option<u64>, failure: bool, elapsed: Duration, now: Instant) -> Option<Transition> {

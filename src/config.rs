@@ -46,7 +46,10 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// `HTTP_BODY_READ_TIMEOUT_MS`: a request body that has not fully arrived within this gets 408.
     pub body_read_timeout: Duration,
-    /// `HTTP_MAX_IN_FLIGHT`: `/v1` requests served at once before shedding with 503.
+    /// `HTTP_MAX_IN_FLIGHT`: `/v1` requests served at once before shedding with 503. The default,
+    /// 128, is twice an upstream's bulkhead (64) plus room for orders waiting on the database
+    /// pool: more in flight only queue for the pool and cost memory (bench/run: peak RSS with
+    /// 1,000 connections 74 MiB at 512, 59 MiB at 128).
     pub max_in_flight: usize,
     /// `SHUTDOWN_DELAY_MS`: after SIGTERM, keep serving (unready) this long before closing.
     pub shutdown_delay: Duration,
@@ -94,7 +97,7 @@ impl Config {
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
             header_read_timeout: env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 30_000)?,
             body_read_timeout: env.millis("HTTP_BODY_READ_TIMEOUT_MS", 10_000)?,
-            max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 512, 1..=1_000_000)?,
+            max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 128, 1..=1_000_000)?,
             shutdown_delay: Duration::from_millis(env.number("SHUTDOWN_DELAY_MS", 0, 0..=600_000)?),
             shutdown_drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", 10_000)?,
             idempotency: KeySettings {

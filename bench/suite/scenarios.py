@@ -51,7 +51,10 @@ def orders_url(stack):
 
 
 def fan_out(stack, d):
-    """Order latency with the fault table's delays against the slower upstream measured directly."""
+    """Order latency with the fault table's delays against the slower upstream measured directly.
+    A second of the same load first: the first orders of a fresh process open its database and
+    upstream connections (≈ +100 ms each), which is start-up, not steady state."""
+    wrk.run(orders_url(stack), d.warmup, 4, method="POST", body=order_body("classic-box"))
     users = wrk.run(f"{stack.users_url}/users/{ADA}", d.short, 4)
     products = wrk.run(f"{stack.products_url}/products/classic-box", d.short, 4)
     orders = wrk.run(orders_url(stack), d.short, 4, method="POST", body=order_body("classic-box"))
@@ -77,6 +80,7 @@ def ok(result, status):
 def isolation(stack, d):
     """classic-box p99 while 16 family-box orders hang, against classic-box p99 alone."""
     url, classic = orders_url(stack), order_body("classic-box")
+    wrk.run(url, d.warmup, 8, method="POST", body=classic)  # 8 connections' worth of pool, warm
     alone = wrk.run(url, d.long, 8, method="POST", body=classic)
     hogs = wrk.run_async(url, d.long + 3, 16, method="POST", body=order_body("family-box"), timeout_s=10)
     time.sleep(1.5)  # let all 16 be in flight
@@ -159,19 +163,44 @@ def throughput(stack, d, pg_tps):
     upstream = wrk.run(f"{stack.products_url}/products/classic-box", d.long, 64, threads=2)
     url, classic = orders_url(stack), order_body("classic-box")
     wrk.run(url, d.warmup, 64, threads=2, method="POST", body=classic)
+    before, started = cpu_by_command(), time.monotonic()
     orders = wrk.run(url, d.long, 64, threads=2, method="POST", body=classic)
+    cores = cpu_share(before, cpu_by_command(), time.monotonic() - started)
     drained = wait_drained(stack, 60)
     rate = orders["statuses"].get(201, 0) / (orders["duration_us"] / 1e6)
     return [
         row("throughput: orders/s at 64 connections", f"{rate:.0f} orders/s",
             f"{pg_tps:.0f} tx/s (pgbench, same statement, 64 clients)", rate / pg_tps, "≥ 0.5 × baseline",
-            rate >= 0.5 * pg_tps and ok(orders, 201), orders=orders, outbox_drained_s=drained),
+            rate >= 0.5 * pg_tps and ok(orders, 201), orders=orders, outbox_drained_s=drained,
+            cpu_cores=cores),
         row("throughput: vs the upstream's own GET rate", f"{rate:.0f} orders/s",
             f"{upstream['rate']:.0f} GET/s (product-service direct, 64 connections)",
             rate / upstream["rate"], "(informative: each order makes 2 GETs)", None, upstream=upstream),
         row("throughput: order p99 at 64 connections", f"{ms(orders['p99_us']):.1f} ms", "50 ms (goal)",
             orders["p99_us"] / 50000, "≤ 50 ms", orders["p99_us"] <= 50000),
     ]
+
+
+def cpu_by_command():
+    """CPU seconds (user + system) used so far by each command name's live processes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        used[comm] = used.get(comm, 0.0) + (int(rest[11]) + int(rest[12])) / ticks
+    return used
+
+
+def cpu_share(before, after, seconds):
+    """Cores each command kept busy between two `cpu_by_command` readings (≥ 0.02 only). wrk
+    itself has exited by the second reading, so it is missing: the machine's rest."""
+    shares = {k: (v - before.get(k, 0.0)) / seconds for k, v in after.items()}
+    return {k: round(v, 2) for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v >= 0.02}
 
 
 def wait_drained(stack, seconds):

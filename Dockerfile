@@ -8,7 +8,6 @@ COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src src
 COPY simulator simulator
 COPY migrations migrations
-COPY benches benches
 RUN cargo build --release --locked --workspace --bins \
  && strip target/release/order-service target/release/upstream-sim
 

@@ -174,7 +174,7 @@ mod tests {
                 answer
             }
         }));
-        UpstreamClient::new(service, Upstream::User, BreakerHandle::new(Upstream::User, defaults().breaker))
+        UpstreamClient::new(service, BreakerHandle::new(Upstream::User, defaults().breaker))
     }
 
     #[tokio::test(start_paused = true)]
@@ -188,7 +188,6 @@ mod tests {
                 started.store(true, Ordering::SeqCst);
                 async { Ok(Some(ada())) }
             })),
-            Upstream::User,
             BreakerHandle::new(Upstream::User, defaults().breaker),
         );
         let service = service(users, products);

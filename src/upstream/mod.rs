@@ -70,23 +70,22 @@ pub struct UpstreamRequest {
 /// A typed client: `Ok(None)` is the upstream's 404 ("unknown"), a healthy answer.
 pub struct UpstreamClient<T> {
     service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>,
-    upstream: Upstream,
     breakers: BreakerHandle,
 }
 
 impl<T> Clone for UpstreamClient<T> {
     fn clone(&self) -> Self {
-        Self { service: self.service.clone(), upstream: self.upstream, breakers: self.breakers.clone() }
+        Self { service: self.service.clone(), breakers: self.breakers.clone() }
     }
 }
 
 impl<T: 'static> UpstreamClient<T> {
+    /// `breakers` must be the ones inside `service`'s stack: `refusal` reads them.
     pub fn new(
         service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>,
-        upstream: Upstream,
         breakers: BreakerHandle,
     ) -> Self {
-        Self { service, upstream, breakers }
+        Self { service, breakers }
     }
 
     /// The answer `fetch(key)` would get at once from an open breaker, counted as that refused
@@ -95,7 +94,11 @@ impl<T: 'static> UpstreamClient<T> {
     /// (a cancelled HTTP/1 request costs its upstream connection).
     pub fn refusal(&self, key: &str) -> Option<UpstreamError> {
         let refused = self.breakers.refusal(key)?;
-        crate::telemetry::metrics::upstream_attempt(self.upstream.as_str(), refused.outcome(), Duration::ZERO);
+        crate::telemetry::metrics::upstream_attempt(
+            self.breakers.upstream().as_str(),
+            refused.outcome(),
+            Duration::ZERO,
+        );
         Some(refused)
     }
 

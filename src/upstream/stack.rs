@@ -71,7 +71,7 @@ where
         .concurrency_limit(config.max_concurrent)
         .timeout(config.attempt_timeout)
         .service(inner);
-    (UpstreamClient::new(BoxCloneSyncService::new(service), upstream, breakers.clone()), breakers)
+    (UpstreamClient::new(BoxCloneSyncService::new(service), breakers.clone()), breakers)
 }
 
 /// tower's layers speak `BoxError`; turn their errors back into ours.

@@ -65,6 +65,10 @@ impl BreakerHandle {
         Some(UpstreamError::CircuitOpen { retry_after })
     }
 
+    pub fn upstream(&self) -> Upstream {
+        self.shared.upstream
+    }
+
     pub fn layer(&self) -> BreakerLayer {
         BreakerLayer { handle: self.clone() }
     }

@@ -103,6 +103,16 @@ fn open_rejects_with_the_remaining_wait() {
 }
 
 #[test]
+fn refuses_tells_the_remaining_wait_and_changes_nothing() {
+    let now = Instant::now();
+    let b = opened(now);
+    assert_eq!(b.refuses(now + Duration::from_millis(1500)), Some(Duration::from_millis(3500)));
+    assert_eq!(b.refuses(now + Duration::from_secs(5)), None, "the wait is over: a probe may be tried");
+    assert_eq!(b.state(), StateName::Open, "asking is not admitting: no transition to half-open");
+    assert_eq!(Breaker::new(config(), now).refuses(now), None, "closed refuses nothing");
+}
+
+#[test]
 fn after_the_wait_a_bounded_number_of_probes_go_through() {
     let now = Instant::now();
     let mut b = opened(now);

@@ -11,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 
+from lib import core, promtext  # chaos/experiments/lib, on the path set by bench/run
+
 from . import wrk
 
 ADA = "7c11e1ce2741"
@@ -104,18 +106,13 @@ def fail_fast(stack, d, deadline_ms):
                 answers=[{"status": st, "ms": round(s * 1000, 1)} for st, s in answers])]
 
 
+# Outcomes of attempts that reached the transport (DESIGN.md); refusals by breaker or bulkhead are not.
+SENT = ("success", "not_found", "server_error", "timeout", "connect_error", "invalid_response")
+
+
 def real_attempts(stack):
-    """Product attempts that reached the transport (refusals by breaker or bulkhead excluded)."""
-    samples = stack_scrape(stack)
-    return sum(v for n, labels, v in samples if n == "upstream_requests_total"
-               and labels.get("upstream") == "product"
-               and labels.get("outcome") not in ("rejected_open", "rejected_bulkhead"))
-
-
-def stack_scrape(stack):
-    from lib import promtext  # chaos/experiments/lib, on the path set by bench/run
-    return promtext.scrape(stack.service_url + "/metrics", keep=("upstream_requests_total",
-                                                                 "circuit_breaker_state", "outbox_pending"))
+    samples = promtext.scrape(stack.service_url + "/metrics", keep=("upstream_requests_total",))
+    return promtext.total(samples, "upstream_requests_total", upstream="product", outcome=SENT)
 
 
 def amplification_and_open_circuit(stack, d):
@@ -167,7 +164,7 @@ def service_times(stack, offset, route):
                   if e and "latency_ms" in e and e.get("span", {}).get("route") == route)
     if not took:
         raise RuntimeError(f"no request log lines for {route} in {stack.log_path}")
-    at = lambda q: took[min(len(took) - 1, int(q * len(took)))]  # noqa: E731
+    at = lambda q: core.percentile(took, q)  # noqa: E731
     return {"requests": len(took), "p50_us": at(0.5), "p99_us": at(0.99), "p999_us": at(0.999), "max_us": took[-1]}
 
 
@@ -239,8 +236,8 @@ def wait_drained(stack, seconds):
     """Seconds until outbox_pending reads 0 (None if it did not within `seconds`)."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        pending = sum(v for n, _, v in stack_scrape(stack) if n == "outbox_pending")
-        if pending == 0:
+        samples = promtext.scrape(stack.service_url + "/metrics", keep=("outbox_pending",))
+        if promtext.total(samples, "outbox_pending") == 0:
             return round(time.monotonic() - started, 1)
         time.sleep(0.25)
     return None

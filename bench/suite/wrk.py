@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 _SCRIPT = r"""
 wrk.method = %(method)s
@@ -69,7 +70,6 @@ def run(url, seconds, connections, threads=1, method="GET", body=None, pace_ms=N
 
 def run_async(*args, **kwargs):
     """`run` in a thread, for load that must overlap another measurement; `.result()` joins it."""
-    from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(run, *args, **kwargs)
     pool.shutdown(wait=False)

@@ -79,21 +79,35 @@ impl Config {
 
     /// Reads variables through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
+        Self::read(&Env::new(&lookup))
+    }
+
+    /// Every variable the service reads, with the value it would run with (the default when
+    /// unset; `None` for an unset optional one; passwords redacted): `order-service
+    /// --print-config`. The one source of the defaults for scripts, experiments and benchmarks.
+    pub fn effective(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<std::collections::BTreeMap<String, Option<String>>, ConfigError> {
+        let env = Env::new(&lookup);
+        Self::read(&env)?;
+        Ok(env.seen.into_inner())
+    }
+
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
         let config = Self {
             http_addr: env.parse("HTTP_ADDR", "127.0.0.1:8000", "expected host:port")?,
-            database_url: database_url(env.get("DATABASE_URL"))?,
+            database_url: env.record_with("DATABASE_URL", database_url(env.get("DATABASE_URL")), redact)?,
             database_max_connections: env.number("DATABASE_MAX_CONNECTIONS", 16, 1..=1000)?,
             database_acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 1000)?,
-            amqp_url: amqp_url(env.get("AMQP_URL"))?,
-            relay: relay_settings(&env)?,
+            amqp_url: env.record_optional("AMQP_URL", amqp_url(env.get("AMQP_URL")))?,
+            relay: relay_settings(env)?,
             user_service_url: env.url("USER_SERVICE_URL", "http://127.0.0.1:8082")?,
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
             order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
-            metrics_addr: env
-                .get("METRICS_ADDR")
-                .map(|_| env.parse("METRICS_ADDR", "", "expected host:port"))
-                .transpose()?,
+            metrics_addr: env.record_optional(
+                "METRICS_ADDR",
+                env.get("METRICS_ADDR").map(|_| env.parse("METRICS_ADDR", "", "expected host:port")).transpose(),
+            )?,
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
             header_read_timeout: env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 30_000)?,
             body_read_timeout: env.millis("HTTP_BODY_READ_TIMEOUT_MS", 10_000)?,
@@ -104,8 +118,8 @@ impl Config {
                 lease: env.millis("IDEMPOTENCY_LEASE_MS", 30_000)?,
                 retention: Duration::from_secs(3600 * env.number("IDEMPOTENCY_RETENTION_HOURS", 24, 1..=24 * 365)?),
             },
-            user_stack: stack_config(&env, "USER")?,
-            product_stack: stack_config(&env, "PRODUCT")?,
+            user_stack: stack_config(env, "USER")?,
+            product_stack: stack_config(env, "PRODUCT")?,
         };
         // A lease shorter than an order could let a retry take over a key whose order is still
         // being placed; that one would then fail to complete (409) rather than duplicate, but
@@ -182,17 +196,54 @@ fn stack_config(env: &Env<'_>, prefix: &str) -> Result<StackConfig, ConfigError>
     })
 }
 
-/// Typed access to variables, each error naming its variable.
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+/// Typed access to variables, each error naming its variable; remembers what it read (and the
+/// value used) for [`Config::effective`].
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    seen: std::cell::RefCell<std::collections::BTreeMap<String, Option<String>>>,
+}
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self { lookup, seen: Default::default() }
+    }
+
     fn get(&self, var: &str) -> Option<String> {
-        (self.0)(var).filter(|v| !v.trim().is_empty())
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn record(&self, var: &str, value: Option<String>) {
+        self.seen.borrow_mut().insert(var.to_owned(), value);
+    }
+
+    fn record_with<T: Clone + Into<String>>(
+        &self,
+        var: &str,
+        value: Result<T, ConfigError>,
+        show: fn(&str) -> String,
+    ) -> Result<T, ConfigError> {
+        if let Ok(value) = &value {
+            self.record(var, Some(show(&value.clone().into())));
+        }
+        value
+    }
+
+    fn record_optional<T: ToString>(
+        &self,
+        var: &str,
+        value: Result<Option<T>, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        if let Ok(value) = &value {
+            self.record(var, value.as_ref().map(|v| redact(&v.to_string())));
+        }
+        value
     }
 
     fn parse<T: std::str::FromStr>(&self, var: &str, default: &str, expected: &str) -> Result<T, ConfigError> {
         let raw = self.get(var).unwrap_or_else(|| default.to_owned());
-        raw.trim().parse().map_err(|_| invalid(var, format!("{expected}, got {raw:?}")))
+        let value = raw.trim().parse().map_err(|_| invalid(var, format!("{expected}, got {raw:?}")))?;
+        self.record(var, Some(raw.trim().to_owned()));
+        Ok(value)
     }
 
     fn number<T>(&self, var: &str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
@@ -200,6 +251,7 @@ impl Env<'_> {
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
         let Some(raw) = self.get(var) else {
+            self.record(var, Some(default.to_string()));
             return Ok(default);
         };
         let expected = || format!("expected a whole number from {} to {}", range.start(), range.end());
@@ -207,6 +259,7 @@ impl Env<'_> {
         if !range.contains(&value) {
             return Err(invalid(var, format!("{}, got {raw:?}", expected())));
         }
+        self.record(var, Some(value.to_string()));
         Ok(value)
     }
 
@@ -222,7 +275,23 @@ impl Env<'_> {
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
             return Err(invalid(var, format!("expected an http(s) URL, got {raw:?}")));
         }
+        self.record(var, Some(redact(url.as_str())));
         Ok(url)
+    }
+}
+
+/// `scheme://user:***@host/…`: the password of a URL never leaves the process.
+fn redact(value: &str) -> String {
+    match value.split_once("://") {
+        Some((scheme, rest)) => match rest.split('/').next().and_then(|authority| authority.rsplit_once('@')) {
+            Some((userinfo, _)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+                format!("{scheme}://{hidden}{}", &rest[userinfo.len()..])
+            }
+            None => value.to_owned(),
+        },
+        None => value.to_owned(),
     }
 }
 
@@ -359,6 +428,31 @@ mod tests {
         {
             assert_eq!(load(&[(var, value)]).expect_err(var).var, var, "{value}");
         }
+    }
+
+    #[test]
+    fn effective_config_lists_every_variable_with_its_default_and_hides_passwords() {
+        let vars = Config::effective(|name| match name {
+            "DATABASE_URL" => Some("postgres://app:s3cret@db:5432/orders".to_owned()),
+            "USER_ATTEMPT_TIMEOUT_MS" => Some("150".to_owned()),
+            _ => None,
+        })
+        .expect("valid");
+        let get = |name: &str| vars.get(name).cloned().flatten();
+        assert_eq!(get("DATABASE_URL").as_deref(), Some("postgres://app:***@db:5432/orders"));
+        assert_eq!(get("USER_ATTEMPT_TIMEOUT_MS").as_deref(), Some("150"));
+        assert_eq!(get("PRODUCT_ATTEMPT_TIMEOUT_MS").as_deref(), Some("800"));
+        assert_eq!(get("ORDER_DEADLINE_MS").as_deref(), Some("2000"));
+        assert_eq!(get("HTTP_ADDR").as_deref(), Some("127.0.0.1:8000"));
+        assert!(vars.contains_key("AMQP_URL") && get("AMQP_URL").is_none(), "unset optional variables are listed");
+        assert!(!format!("{vars:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn redaction_keeps_the_user_and_hides_the_password() {
+        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact("postgres://root@h/db"), "postgres://root@h/db");
+        assert_eq!(redact("sqlite://orders.db"), "sqlite://orders.db");
     }
 
     #[test]

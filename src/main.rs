@@ -6,6 +6,14 @@ use order_service::{Application, Config, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("--print-config") => return print_config(),
+        Some(other) => {
+            eprintln!("order-service: unknown argument {other:?}\nusage: order-service [--print-config]");
+            return ExitCode::from(2);
+        }
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -27,6 +35,21 @@ async fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every variable with the value this environment would run with, as one JSON object (passwords
+/// redacted): what an operator checks, and where scripts read the defaults from.
+fn print_config() -> ExitCode {
+    match Config::effective(|name| std::env::var(name).ok()) {
+        Ok(vars) => {
+            println!("{}", serde_json::to_string_pretty(&vars).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("order-service: {e}");
+            ExitCode::from(2)
         }
     }
 }

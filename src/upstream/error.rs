@@ -19,7 +19,8 @@ pub enum UpstreamError {
     /// A 200 we cannot use: bad JSON, missing fields, too large. Worth another attempt.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
-    /// A 4xx other than 404: retrying the same request would get the same answer.
+    /// A 4xx other than 404 and 429, or a 3xx (redirects are never followed): retrying the
+    /// same request would get the same answer, and the upstream is answering, so it is healthy.
     #[error("unexpected HTTP {0}")]
     UnexpectedStatus(u16),
     /// The order's deadline ran out inside the stack.

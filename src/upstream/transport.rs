@@ -26,6 +26,9 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         // Upstreams are internal; a proxy from the environment would only add a hop.
         .no_proxy()
+        // An upstream must not be able to send our lookups (and their headers) to another
+        // host: a 3xx is an answer like any other status (`UnexpectedStatus`, 502).
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
@@ -96,6 +99,10 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
                 StatusCode::NOT_FOUND => Ok(None),
                 status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
                     Err(UpstreamError::ServerError(status.as_u16()))
+                }
+                // Asking again would get the same answer, and it says nothing about health.
+                status if status.is_client_error() || status.is_redirection() => {
+                    Err(UpstreamError::UnexpectedStatus(status.as_u16()))
                 }
                 status => Err(UpstreamError::InvalidResponse(format!("unexpected HTTP {status}"))),
             }

@@ -217,12 +217,24 @@ impl Env<'_> {
 
     fn url(&self, var: &str, default: &str) -> Result<Url, ConfigError> {
         let raw = self.get(var).unwrap_or_else(|| default.to_owned());
-        let url =
-            Url::parse(raw.trim()).map_err(|e| invalid(var, format!("expected an http(s) URL ({e}), got {raw:?}")))?;
+        let shown = without_userinfo(&raw);
+        let url = Url::parse(raw.trim())
+            .map_err(|e| invalid(var, format!("expected an http(s) URL ({e}), got {shown:?}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(invalid(var, format!("expected an http(s) URL, got {raw:?}")));
+            return Err(invalid(var, format!("expected an http(s) URL, got {shown:?}")));
         }
         Ok(url)
+    }
+}
+
+/// `raw` with everything between the scheme's `://` (or the start) and the last `@` replaced
+/// by `***`, parsable or not: a user and password never reach an error line. Cutting at the
+/// last `@` rather than at the authority's end also hides a password that holds a `/`.
+fn without_userinfo(raw: &str) -> String {
+    let start = raw.find("://").map_or(0, |i| i + 3);
+    match raw[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &raw[..start], &raw[start + at..]),
+        None => raw.to_owned(),
     }
 }
 
@@ -359,6 +371,26 @@ mod tests {
         {
             assert_eq!(load(&[(var, value)]).expect_err(var).var, var, "{value}");
         }
+    }
+
+    #[test]
+    fn a_bad_service_url_does_not_echo_its_password() {
+        for var in ["USER_SERVICE_URL", "PRODUCT_SERVICE_URL"] {
+            for value in [
+                "ftp://u:secret@h/",
+                "http://u:secret@h:99999/",
+                "http://u:secret@[::1/",
+                "u:secret@h",
+                "mailto:u:secret@h",
+                " http://:secret@h:x/p?q#f ",
+            ] {
+                let err = load(&[(var, value)]).expect_err(value);
+                assert_eq!(err.var, var);
+                assert!(!err.to_string().contains("secret"), "{err}");
+            }
+        }
+        let err = load(&[("USER_SERVICE_URL", "ftp://u:secret@h/x")]).expect_err("ftp");
+        assert!(err.to_string().ends_with(r#"got "ftp://***@h/x""#), "the rest is still shown: {err}");
     }
 
     #[test]

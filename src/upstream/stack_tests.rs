@@ -113,3 +113,14 @@ async fn the_bulkhead_refuses_the_call_over_its_limit_at_once() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 4, "the refused call was never sent or retried");
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_no_traffic_the_status_reads_half_open_once_the_open_wait_is_over() {
+    let (client, breakers, _) = scripted(MS, Err(UpstreamError::Connect("refused".into())));
+    for i in 0..20 {
+        let _ = client.fetch(&format!("key-{i}"), in_two_seconds()).await;
+    }
+    assert_eq!(breakers.status().state, StateName::Open);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(breakers.status().state, StateName::HalfOpen, "read as it is now, not as it was last admitted");
+}

@@ -2,10 +2,12 @@
 //! elsewhere, a hang opens the breaker whatever the deadline, breakers and series read true
 //! without traffic, and unknown ids do not cost both upstreams again and again.
 
+use std::time::Duration;
+
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::helpers::{Backend, TestApp, Upstreams, free_port, problem, sample};
 
 const ADA: &str = "7c11e1ce2741";
 
@@ -72,4 +74,57 @@ async fn a_redirect_is_never_followed_to_another_host() {
     assert_eq!(requests(&elsewhere).await, 0, "the redirect's target never saw our lookup");
     let (users, _) = app.upstreams.mocks();
     assert_eq!(requests(users).await, 1, "a 3xx is not retried");
+}
+
+#[tokio::test]
+async fn with_no_traffic_an_open_breaker_reads_half_open_once_its_wait_is_over() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .env("PRODUCT_SERVICE_URL", &format!("http://127.0.0.1:{}", free_port()))
+        .env("PRODUCT_BREAKER_MIN_CALLS", "3")
+        .env("PRODUCT_BREAKER_OPEN_MS", "300")
+        .spawn()
+        .await;
+    let mut orders = 0;
+    loop {
+        let (_, body) = problem(app.post_order(ADA, "classic-box").await).await;
+        if body["type"] == "/problems/circuit-open" {
+            break;
+        }
+        orders += 1;
+        assert!(orders < 10, "the product breaker never opened: {body}");
+    }
+
+    // No order from here on: only time passes.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let metrics = app.metrics().await;
+    let state = |state| sample(&metrics, "circuit_breaker_state", &[("upstream", "product"), ("state", state)]);
+    assert_eq!((state("open"), state("half_open")), (0.0, 1.0), "the gauge reads the state as it is now");
+    let half_opened = [("upstream", "product"), ("from", "open"), ("to", "half_open")];
+    assert_eq!(sample(&metrics, "circuit_breaker_transitions_total", &half_opened), 1.0, "counted once");
+    assert_eq!(app.breaker("product").await, ("half_open".to_owned(), 0), "readiness agrees");
+}
+
+#[tokio::test]
+async fn the_open_keys_gauge_drops_when_an_open_key_is_evicted() {
+    let upstreams = Upstreams::mock().await;
+    upstreams.mount_healthy().await;
+    let (_, products) = upstreams.mocks();
+    Mock::given(any()).respond_with(ResponseTemplate::new(500)).mount(products).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .upstreams(upstreams)
+        .env("PRODUCT_MAX_ATTEMPTS", "1")
+        .env("PRODUCT_BREAKER_KEY_MIN_CALLS", "2")
+        .env("PRODUCT_BREAKER_MAX_KEYS", "1")
+        .env("PRODUCT_BREAKER_OPEN_MS", "60000")
+        .spawn()
+        .await;
+    let keys_open = |metrics: &str| sample(metrics, "circuit_breaker_keys_open", &[("upstream", "product")]);
+    for _ in 0..2 {
+        assert_eq!(app.post_order(ADA, "bad-1").await.status(), 502);
+    }
+    assert_eq!(keys_open(&app.metrics().await), 1.0, "bad-1 opened");
+    // A second failing key takes the only slot: bad-1's open breaker is forgotten.
+    assert_eq!(app.post_order(ADA, "bad-2").await.status(), 502);
+    assert_eq!(app.breaker("product").await, ("closed".to_owned(), 0));
+    assert_eq!(keys_open(&app.metrics().await), 0.0, "the gauge follows the eviction");
 }

@@ -49,13 +49,25 @@ impl BreakerHandle {
         Self { shared: Arc::new(Shared { upstream, breakers }) }
     }
 
+    /// The state as it is now, even with no traffic: a due open → half-open transition happens
+    /// here (counted and logged like any other), and the state gauges are set from what is read,
+    /// so readiness and `/metrics` (which calls this before rendering) never show a stale state,
+    /// nor a count of open keys that eviction has since changed.
     pub fn status(&self) -> BreakerStatus {
-        let breakers = self.shared.lock();
-        BreakerStatus {
-            upstream: self.shared.upstream,
-            state: breakers.upstream_state(),
-            keys_open: breakers.keys_open(),
+        let (ticked, state, keys_open) = {
+            let mut breakers = self.shared.lock();
+            let ticked = breakers.tick(Instant::now());
+            (ticked, breakers.upstream_state(), breakers.keys_open())
+        };
+        let (upstream_transition, key_transitions) = ticked;
+        for (key, transition) in key_transitions {
+            self.shared.report(Changes { upstream: None, key: Some(transition) }, &key, Some(keys_open));
         }
+        self.shared.report(Changes { upstream: upstream_transition, key: None }, "", None);
+        let upstream = self.shared.upstream;
+        metrics::breaker_state(upstream.as_str(), state);
+        metrics::breaker_keys_open(upstream.as_str(), keys_open);
+        BreakerStatus { upstream, state, keys_open }
     }
 
     /// The refusal a call for `key` would get right now from an open breaker, without making

@@ -110,15 +110,23 @@ impl Breaker {
         }
     }
 
-    /// Asks to make a call. An open breaker whose wait is over turns half-open here.
-    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
-        let mut transition = None;
-        if let State::Open { until } = self.state {
-            if now < until {
-                return (Admission::Rejected { retry_after: until - now }, None);
+    /// Brings the state up to `now`: an open breaker whose wait is over turns half-open. Called
+    /// by `admit` and by whoever reports the state, so an idle breaker never reads "open" forever.
+    pub fn tick(&mut self, now: Instant) -> Option<Transition> {
+        match self.state {
+            State::Open { until } if now >= until => {
+                self.cycles += 1;
+                self.go(State::HalfOpen { cycle: self.cycles, in_flight: 0 })
             }
-            self.cycles += 1;
-            transition = self.go(State::HalfOpen { cycle: self.cycles, in_flight: 0 });
+            _ => None,
+        }
+    }
+
+    /// Asks to make a call (after [`Breaker::tick`], so a due open breaker admits probes).
+    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
+        let transition = self.tick(now);
+        if let State::Open { until } = self.state {
+            return (Admission::Rejected { retry_after: until - now }, None);
         }
         let admission = match &mut self.state {
             State::Closed => Admission::Admitted { probe: None },

@@ -128,3 +128,25 @@ async fn the_open_keys_gauge_drops_when_an_open_key_is_evicted() {
     assert_eq!(app.breaker("product").await, ("closed".to_owned(), 0));
     assert_eq!(keys_open(&app.metrics().await), 0.0, "the gauge follows the eviction");
 }
+
+#[tokio::test]
+async fn a_hang_opens_the_breaker_even_when_the_deadline_is_shorter_than_an_attempt() {
+    // The attempt timeout (800 ms) never fires: every attempt is cut off by the deadline.
+    let app = TestApp::builder(Backend::Sqlite)
+        .env("ORDER_DEADLINE_MS", "700")
+        .env("PRODUCT_BREAKER_KEY_MIN_CALLS", "3")
+        .env("PRODUCT_BREAKER_OPEN_MS", "60000")
+        .spawn()
+        .await;
+    for order in 1..=3 {
+        let (status, body) = problem(app.post_order(ADA, "family-box").await).await;
+        assert_eq!((status, body["type"].as_str()), (504, Some("/problems/deadline-exceeded")), "order {order}");
+    }
+    let (status, body) = problem(app.post_order(ADA, "family-box").await).await;
+    assert_eq!((status, body["type"].as_str()), (503, Some("/problems/circuit-open")), "fails fast now");
+    assert_eq!(app.upstreams.sim().sim.stats().products.by_key["family-box"], 3, "no request while open");
+    assert_eq!(app.breaker("product").await, ("closed".to_owned(), 1), "the key's breaker, not the upstream's");
+    let metrics = app.metrics().await;
+    let timeouts = sample(&metrics, "upstream_requests_total", &[("upstream", "product"), ("outcome", "timeout")]);
+    assert_eq!(timeouts, 3.0, "each cut-off attempt is a timeout");
+}

@@ -131,17 +131,24 @@ pub struct BreakerService<S> {
     shared: Arc<Shared>,
 }
 
-/// Holds a ticket while the attempt runs; dropped unfinished (cancelled) it frees any probe
-/// slot without a verdict, so a cancelled call is never counted as a failure.
+/// Holds a ticket while the attempt runs. Dropped unfinished, it is a timeout when the order's
+/// deadline has run out (the upstream did not answer in the time it had: without this, a
+/// deadline shorter than the attempt timeout would hide a hang from the breakers), and no
+/// verdict otherwise (the other lookup failed, the client left): only its probe slot is freed.
 struct InFlight {
     shared: Arc<Shared>,
     key: String,
     ticket: Option<Ticket>,
     started: Instant,
+    deadline: Instant,
 }
 
 impl InFlight {
     fn finish(mut self, verdict: Option<Verdict>) {
+        self.settle(verdict);
+    }
+
+    fn settle(&mut self, verdict: Option<Verdict>) {
         let Some(ticket) = self.ticket.take() else { return };
         let Some(verdict) = verdict else {
             self.shared.lock().release(&self.key, ticket);
@@ -160,9 +167,8 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.shared.lock().release(&self.key, ticket);
-        }
+        let cut_off = Instant::now() >= self.deadline;
+        self.settle(cut_off.then_some(Verdict::Failed));
     }
 }
 
@@ -198,7 +204,13 @@ where
                 return Box::pin(std::future::ready(Err(error)));
             }
         };
-        let in_flight = InFlight { shared, key: request.key.clone(), ticket: Some(ticket), started: Instant::now() };
+        let in_flight = InFlight {
+            shared,
+            key: request.key.clone(),
+            ticket: Some(ticket),
+            started: Instant::now(),
+            deadline: request.deadline,
+        };
         let inner = self.inner.clone();
         Box::pin(async move {
             let result = inner.oneshot(request).await;

@@ -17,6 +17,7 @@ pub const UPSTREAM_RETRIES: &str = "upstream_retries_total";
 pub const BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
 pub const BREAKER_KEYS_OPEN: &str = "circuit_breaker_keys_open";
+pub const BREAKER_KEY_TRANSITIONS: &str = "circuit_breaker_key_transitions_total";
 pub const ORDERS_CREATED: &str = "orders_created_total";
 pub const ORDERS_FAILED: &str = "orders_failed_total";
 pub const ORDERS_REPLAYED: &str = "orders_replayed_total";
@@ -68,6 +69,10 @@ fn describe() {
     describe_gauge!(BREAKER_STATE, "Upstream-wide circuit breaker state: 1 for the current state, 0 for the others.");
     describe_counter!(BREAKER_TRANSITIONS, "Upstream-wide circuit breaker state changes.");
     describe_gauge!(BREAKER_KEYS_OPEN, "Per-key circuit breakers currently open or half-open.");
+    describe_counter!(
+        BREAKER_KEY_TRANSITIONS,
+        "Per-key circuit breaker state changes, all keys of an upstream summed."
+    );
     describe_counter!(ORDERS_CREATED, "Orders stored.");
     describe_counter!(ORDERS_FAILED, "Orders refused or failed, by reason (the problem type).");
     describe_counter!(ORDERS_REPLAYED, "Order responses replayed for a repeated Idempotency-Key (no new order).");
@@ -82,6 +87,36 @@ pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     histogram!(HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// Series that dashboards and alerts read exist at zero from start-up (Prometheus'
+/// instrumentation advice): a panel shows 0 rather than "No data", and `increase()` sees the
+/// first event. One function per producer, called when it is built.
+pub fn upstream_attempts_registered(upstream: &'static str, outcomes: &[&'static str]) {
+    for outcome in outcomes {
+        counter!(UPSTREAM_REQUESTS, "upstream" => upstream, "outcome" => *outcome).increment(0);
+    }
+    // Registering the histogram is enough for its buckets to be exposed at 0.
+    let _registered = histogram!(UPSTREAM_DURATION, "upstream" => upstream);
+}
+
+pub fn upstream_retries_registered(upstream: &'static str) {
+    counter!(UPSTREAM_RETRIES, "upstream" => upstream).increment(0);
+}
+
+/// Both transition counters, upstream-wide and per key, for every `(from, to)` a breaker makes.
+pub fn breaker_transitions_registered(upstream: &'static str, transitions: &[(&'static str, &'static str)]) {
+    for (from, to) in transitions {
+        counter!(BREAKER_TRANSITIONS, "upstream" => upstream, "from" => *from, "to" => *to).increment(0);
+        counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => *from, "to" => *to).increment(0);
+    }
+}
+
+pub fn orders_registered(failure_reasons: &[&'static str]) {
+    counter!(ORDERS_CREATED).increment(0);
+    for reason in failure_reasons {
+        counter!(ORDERS_FAILED, "reason" => *reason).increment(0);
+    }
 }
 
 pub fn upstream_attempt(upstream: &'static str, outcome: &'static str, elapsed: Duration) {
@@ -104,6 +139,12 @@ pub fn breaker_state(upstream: &'static str, current: StateName) {
 pub fn breaker_transition(upstream: &'static str, from: StateName, to: StateName) {
     counter!(BREAKER_TRANSITIONS, "upstream" => upstream, "from" => from.as_str(), "to" => to.as_str()).increment(1);
     breaker_state(upstream, to);
+}
+
+/// One key's breaker changed state; the key itself is logged, never a label.
+pub fn breaker_key_transition(upstream: &'static str, from: StateName, to: StateName) {
+    counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => from.as_str(), "to" => to.as_str())
+        .increment(1);
 }
 
 pub fn breaker_keys_open(upstream: &'static str, open: usize) {

@@ -38,6 +38,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Every `outcome` label of `upstream_requests_total` (DESIGN.md), registered at zero.
+    pub const OUTCOMES: [&'static str; 8] = [
+        "success",
+        "not_found",
+        "server_error",
+        "timeout",
+        "connect_error",
+        "invalid_response",
+        "rejected_open",
+        "rejected_bulkhead",
+    ];
+
     /// The `outcome` label of `upstream_requests_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -106,6 +118,7 @@ mod tests {
             assert_eq!(error.is_retryable(), retryable, "{error:?}");
             assert_eq!(error.verdict(), verdict, "{error:?}");
             assert_eq!(error.outcome(), outcome, "{error:?}");
+            assert!(UpstreamError::OUTCOMES.contains(&outcome), "{outcome} is registered at zero");
         }
     }
 }

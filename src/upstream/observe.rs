@@ -18,7 +18,9 @@ pub struct ObserveLayer {
 }
 
 impl ObserveLayer {
+    /// Registers every outcome's series at zero (see `metrics::upstream_attempts_registered`).
     pub fn new(upstream: Upstream) -> Self {
+        metrics::upstream_attempts_registered(upstream.as_str(), &UpstreamError::OUTCOMES);
         Self { upstream }
     }
 }

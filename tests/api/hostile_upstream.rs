@@ -150,3 +150,55 @@ async fn a_hang_opens_the_breaker_even_when_the_deadline_is_shorter_than_an_atte
     let timeouts = sample(&metrics, "upstream_requests_total", &[("upstream", "product"), ("outcome", "timeout")]);
     assert_eq!(timeouts, 3.0, "each cut-off attempt is a timeout");
 }
+
+/// The value of the one series `name{labels}` (all of them, no others), if it is exposed.
+fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    metrics.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
+        let mut got: Vec<String> =
+            label_text.trim_end_matches('}').split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        got.sort();
+        (metric == name && got == wanted).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[tokio::test]
+async fn every_series_a_dashboard_or_alert_reads_exists_at_zero_from_start_up() {
+    let app = TestApp::builder(Backend::Sqlite).spawn().await;
+    let metrics = app.metrics().await;
+    let zero = |name: &str, labels: &[(&str, &str)]| {
+        assert_eq!(series(&metrics, name, labels), Some(0.0), "{name}{labels:?} at 0 in:\n{metrics}");
+    };
+    let outcomes = [
+        "success",
+        "not_found",
+        "server_error",
+        "timeout",
+        "connect_error",
+        "invalid_response",
+        "rejected_open",
+        "rejected_bulkhead",
+    ];
+    let transitions = [("closed", "open"), ("open", "half_open"), ("half_open", "closed"), ("half_open", "open")];
+    for upstream in ["user", "product"] {
+        for outcome in outcomes {
+            zero("upstream_requests_total", &[("upstream", upstream), ("outcome", outcome)]);
+        }
+        zero("upstream_retries_total", &[("upstream", upstream)]);
+        for (from, to) in transitions {
+            let labels = [("upstream", upstream), ("from", from), ("to", to)];
+            zero("circuit_breaker_transitions_total", &labels);
+            zero("circuit_breaker_key_transitions_total", &labels);
+        }
+        zero("circuit_breaker_keys_open", &[("upstream", upstream)]);
+        zero("circuit_breaker_state", &[("upstream", upstream), ("state", "open")]);
+        zero("upstream_request_duration_seconds_count", &[("upstream", upstream)]);
+    }
+    zero("orders_created_total", &[]);
+    for reason in ["unknown-product", "circuit-open", "upstream-error", "deadline-exceeded", "bulkhead-full"] {
+        zero("orders_failed_total", &[("reason", reason)]);
+    }
+}

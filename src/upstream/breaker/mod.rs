@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 pub use keyed::{Changes, KeyedBreakers, KeyedConfig, Ticket, Verdict};
-pub use state::{BreakerConfig, StateName};
+pub use state::{BreakerConfig, StateName, Transition};
 
 use super::{Upstream, UpstreamError, UpstreamRequest};
 use crate::telemetry::metrics;
@@ -45,6 +45,8 @@ impl BreakerHandle {
     pub fn new(upstream: Upstream, config: KeyedConfig) -> Self {
         metrics::breaker_state(upstream.as_str(), StateName::Closed);
         metrics::breaker_keys_open(upstream.as_str(), 0);
+        let transitions = Transition::ALL.map(|t| (t.from.as_str(), t.to.as_str()));
+        metrics::breaker_transitions_registered(upstream.as_str(), &transitions);
         let breakers = Mutex::new(KeyedBreakers::new(config, Instant::now()));
         Self { shared: Arc::new(Shared { upstream, breakers }) }
     }
@@ -100,6 +102,7 @@ impl Shared {
             tracing::warn!(upstream, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
         }
         if let (Some(t), Some(keys_open)) = (changes.key, keys_open) {
+            metrics::breaker_key_transition(upstream, t.from, t.to);
             metrics::breaker_keys_open(upstream, keys_open);
             tracing::info!(
                 upstream,

@@ -60,6 +60,16 @@ pub struct Transition {
     pub to: StateName,
 }
 
+impl Transition {
+    /// Every transition a breaker makes; their counters are registered at zero.
+    pub const ALL: [Transition; 4] = [
+        Transition { from: StateName::Closed, to: StateName::Open },
+        Transition { from: StateName::Open, to: StateName::HalfOpen },
+        Transition { from: StateName::HalfOpen, to: StateName::Closed },
+        Transition { from: StateName::HalfOpen, to: StateName::Open },
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
@@ -191,7 +201,9 @@ impl Breaker {
         let from = self.state();
         self.state = to;
         let to = self.state();
-        (from != to).then_some(Transition { from, to })
+        let transition = (from != to).then_some(Transition { from, to });
+        debug_assert!(transition.is_none_or(|t| Transition::ALL.contains(&t)), "{transition:?} is not registered");
+        transition
     }
 
     fn bucket_index(&self, now: Instant) -> u64 {

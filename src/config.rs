@@ -173,6 +173,8 @@ fn stack_config(env: &Env<'_>, prefix: &str) -> Result<StackConfig, ConfigError>
         retry_budget_percent: env.number(&var("RETRY_BUDGET_PERCENT"), 20, 0..=100)?,
         retry_budget_min_per_sec: env.number(&var("RETRY_BUDGET_MIN_PER_SEC"), 5, 0..=10_000)?,
         max_concurrent: env.number(&var("MAX_CONCURRENT"), 64, 1..=10_000)?,
+        not_found_ttl: Duration::from_millis(env.number(&var("NOT_FOUND_TTL_MS"), 5_000, 0..=3_600_000)?),
+        not_found_max_keys: env.number(&var("NOT_FOUND_MAX_KEYS"), 1024, 1..=1_000_000)?,
         breaker: KeyedConfig {
             upstream,
             per_key,
@@ -297,7 +299,10 @@ mod tests {
             assert_eq!(stack.backoff.base, Duration::from_millis(50));
             assert_eq!(stack.retry_budget_percent, 20);
             assert_eq!(stack.breaker.upstream.window, Duration::from_secs(10));
+            assert_eq!((stack.not_found_ttl, stack.not_found_max_keys), (Duration::from_secs(5), 1024));
         }
+        let off = load(&[("PRODUCT_NOT_FOUND_TTL_MS", "0")]).expect("0 turns it off");
+        assert_eq!(off.product_stack.not_found_ttl, Duration::ZERO);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 pub const UPSTREAM_REQUESTS: &str = "upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "upstream_request_duration_seconds";
 pub const UPSTREAM_RETRIES: &str = "upstream_retries_total";
+pub const UPSTREAM_NOT_FOUND_REMEMBERED: &str = "upstream_not_found_remembered_total";
 pub const BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
 pub const BREAKER_KEYS_OPEN: &str = "circuit_breaker_keys_open";
@@ -66,6 +67,7 @@ fn describe() {
     describe_counter!(UPSTREAM_REQUESTS, "Upstream attempts (and local rejections), by upstream and outcome.");
     describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Duration of each upstream attempt.");
     describe_counter!(UPSTREAM_RETRIES, "Retries sent to an upstream after a failed attempt.");
+    describe_counter!(UPSTREAM_NOT_FOUND_REMEMBERED, "Lookups answered unknown from a recent 404, with no request.");
     describe_gauge!(BREAKER_STATE, "Upstream-wide circuit breaker state: 1 for the current state, 0 for the others.");
     describe_counter!(BREAKER_TRANSITIONS, "Upstream-wide circuit breaker state changes.");
     describe_gauge!(BREAKER_KEYS_OPEN, "Per-key circuit breakers currently open or half-open.");
@@ -96,6 +98,7 @@ pub fn upstream_attempts_registered(upstream: &'static str, outcomes: &[&'static
     for outcome in outcomes {
         counter!(UPSTREAM_REQUESTS, "upstream" => upstream, "outcome" => *outcome).increment(0);
     }
+    counter!(UPSTREAM_NOT_FOUND_REMEMBERED, "upstream" => upstream).increment(0);
     // Registering the histogram is enough for its buckets to be exposed at 0.
     let _registered = histogram!(UPSTREAM_DURATION, "upstream" => upstream);
 }
@@ -122,6 +125,10 @@ pub fn orders_registered(failure_reasons: &[&'static str]) {
 pub fn upstream_attempt(upstream: &'static str, outcome: &'static str, elapsed: Duration) {
     counter!(UPSTREAM_REQUESTS, "upstream" => upstream, "outcome" => outcome).increment(1);
     histogram!(UPSTREAM_DURATION, "upstream" => upstream).record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_not_found_remembered(upstream: &'static str) {
+    counter!(UPSTREAM_NOT_FOUND_REMEMBERED, "upstream" => upstream).increment(1);
 }
 
 pub fn upstream_retry(upstream: &'static str) {

@@ -28,6 +28,8 @@ fn config() -> StackConfig {
         retry_budget_min_per_sec: 100,
         max_concurrent: 4,
         breaker: KeyedConfig { upstream: breaker(20), per_key: breaker(5), max_keys: 16, min_failing_keys: 3 },
+        not_found_ttl: Duration::ZERO,
+        not_found_max_keys: 16,
     }
 }
 

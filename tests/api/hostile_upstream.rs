@@ -188,6 +188,7 @@ async fn every_series_a_dashboard_or_alert_reads_exists_at_zero_from_start_up() 
             zero("upstream_requests_total", &[("upstream", upstream), ("outcome", outcome)]);
         }
         zero("upstream_retries_total", &[("upstream", upstream)]);
+        zero("upstream_not_found_remembered_total", &[("upstream", upstream)]);
         for (from, to) in transitions {
             let labels = [("upstream", upstream), ("from", from), ("to", to)];
             zero("circuit_breaker_transitions_total", &labels);
@@ -201,4 +202,34 @@ async fn every_series_a_dashboard_or_alert_reads_exists_at_zero_from_start_up() 
     for reason in ["unknown-product", "circuit-open", "upstream-error", "deadline-exceeded", "bulkhead-full"] {
         zero("orders_failed_total", &[("reason", reason)]);
     }
+}
+
+#[tokio::test]
+async fn an_unknown_product_once_answered_costs_neither_upstream_again() {
+    let upstreams = Upstreams::mock().await;
+    upstreams.mount_healthy().await;
+    let (_, products) = upstreams.mocks();
+    // The 404 comes a moment late, so the first order's user lookup has been answered by then.
+    Mock::given(method("GET"))
+        .and(path("/products/ghost-box"))
+        .respond_with(ResponseTemplate::new(404).set_delay(Duration::from_millis(50)))
+        .mount(products)
+        .await;
+    let app =
+        TestApp::builder(Backend::Sqlite).upstreams(upstreams).env("PRODUCT_NOT_FOUND_TTL_MS", "60000").spawn().await;
+    let unknown_product = |response| async move {
+        let (status, body) = problem(response).await;
+        assert_eq!((status, body["type"].as_str()), (422, Some("/problems/unknown-product")));
+    };
+    let (users, products) = app.upstreams.mocks();
+
+    unknown_product(app.post_order(ADA, "ghost-box").await).await;
+    assert_eq!((requests(users).await, requests(products).await), (1, 1));
+    for _ in 0..10 {
+        unknown_product(app.post_order(ADA, "ghost-box").await).await;
+    }
+    assert_eq!((requests(users).await, requests(products).await), (1, 1), "answered from the remembered 404");
+
+    unknown_product(app.post_order(ADA, "other-ghost").await).await;
+    assert_eq!(requests(products).await, 2, "another code is still asked");
 }

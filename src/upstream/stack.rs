@@ -6,7 +6,8 @@
 //! - deadline: the order's remaining budget bounds everything below, backoff included;
 //! - retry: only connect errors, timeouts, 5xx and unusable bodies, within a shared budget;
 //! - observe: one metric sample per attempt, local refusals included;
-//! - breaker: every attempt is one health sample, per key and for the whole upstream;
+//! - breaker: every attempt is one health sample, per key and for the whole upstream (an
+//!   attempt the deadline cut off is a timeout for both, one cancelled earlier is no sample);
 //! - bulkhead: at most `max_concurrent` calls in flight, the rest refused at once, so a slow
 //!   upstream cannot hold every connection and task;
 //! - attempt timeout: no single attempt waits longer than `attempt_timeout`.

@@ -187,6 +187,8 @@ fn stack_config(env: &Env<'_>, prefix: &str) -> Result<StackConfig, ConfigError>
         retry_budget_percent: env.number(&var("RETRY_BUDGET_PERCENT"), 20, 0..=100)?,
         retry_budget_min_per_sec: env.number(&var("RETRY_BUDGET_MIN_PER_SEC"), 5, 0..=10_000)?,
         max_concurrent: env.number(&var("MAX_CONCURRENT"), 64, 1..=10_000)?,
+        not_found_ttl: Duration::from_millis(env.number(&var("NOT_FOUND_TTL_MS"), 5_000, 0..=3_600_000)?),
+        not_found_max_keys: env.number(&var("NOT_FOUND_MAX_KEYS"), 1024, 1..=1_000_000)?,
         breaker: KeyedConfig {
             upstream,
             per_key,
@@ -270,28 +272,29 @@ impl<'a> Env<'a> {
 
     fn url(&self, var: &str, default: &str) -> Result<Url, ConfigError> {
         let raw = self.get(var).unwrap_or_else(|| default.to_owned());
-        let url =
-            Url::parse(raw.trim()).map_err(|e| invalid(var, format!("expected an http(s) URL ({e}), got {raw:?}")))?;
+        let shown = redact(&raw);
+        let url = Url::parse(raw.trim())
+            .map_err(|e| invalid(var, format!("expected an http(s) URL ({e}), got {shown:?}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(invalid(var, format!("expected an http(s) URL, got {raw:?}")));
+            return Err(invalid(var, format!("expected an http(s) URL, got {shown:?}")));
         }
         self.record(var, Some(redact(url.as_str())));
         Ok(url)
     }
 }
 
-/// `scheme://user:***@host/…`: the password of a URL never leaves the process.
-fn redact(value: &str) -> String {
-    match value.split_once("://") {
-        Some((scheme, rest)) => match rest.split('/').next().and_then(|authority| authority.rsplit_once('@')) {
-            Some((userinfo, _)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
-                format!("{scheme}://{hidden}{}", &rest[userinfo.len()..])
-            }
-            None => value.to_owned(),
-        },
-        None => value.to_owned(),
+/// `scheme://user:***@host/…`, parsable or not: a password never reaches an error line or
+/// `--print-config`. Cut at the last `@`, so a password holding `/` or `@` is hidden too.
+fn redact(raw: &str) -> String {
+    let start = raw.find("://").map_or(0, |i| i + 3);
+    match raw[start..].rfind('@') {
+        Some(at) => {
+            let userinfo = &raw[start..start + at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+            format!("{}{hidden}{}", &raw[..start], &raw[start + at..])
+        }
+        None => raw.to_owned(),
     }
 }
 
@@ -354,7 +357,10 @@ mod tests {
             assert_eq!(stack.backoff.base, Duration::from_millis(50));
             assert_eq!(stack.retry_budget_percent, 20);
             assert_eq!(stack.breaker.upstream.window, Duration::from_secs(10));
+            assert_eq!((stack.not_found_ttl, stack.not_found_max_keys), (Duration::from_secs(5), 1024));
         }
+        let off = load(&[("PRODUCT_NOT_FOUND_TTL_MS", "0")]).expect("0 turns it off");
+        assert_eq!(off.product_stack.not_found_ttl, Duration::ZERO);
     }
 
     #[test]
@@ -453,6 +459,26 @@ mod tests {
         assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(redact("postgres://root@h/db"), "postgres://root@h/db");
         assert_eq!(redact("sqlite://orders.db"), "sqlite://orders.db");
+    }
+
+    #[test]
+    fn a_bad_service_url_does_not_echo_its_password() {
+        for var in ["USER_SERVICE_URL", "PRODUCT_SERVICE_URL"] {
+            for value in [
+                "ftp://u:secret@h/",
+                "http://u:secret@h:99999/",
+                "http://u:secret@[::1/",
+                "u:secret@h",
+                "mailto:u:secret@h",
+                " http://:secret@h:x/p?q#f ",
+            ] {
+                let err = load(&[(var, value)]).expect_err(value);
+                assert_eq!(err.var, var);
+                assert!(!err.to_string().contains("secret"), "{err}");
+            }
+        }
+        let err = load(&[("USER_SERVICE_URL", "ftp://u:secret@h/x")]).expect_err("ftp");
+        assert!(err.to_string().ends_with(r#"got "ftp://u:***@h/x""#), "the rest is still shown: {err}");
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl Application {
         }
         let http = transport::http_client();
         let metrics = telemetry::metrics::install();
+        telemetry::metrics::orders_registered(&crate::http::error::SLUGS);
         let (users, user_breakers) =
             stack::build::<User>(http.clone(), Upstream::User, config.user_service_url.clone(), &config.user_stack);
         let (products, product_breakers) =

@@ -49,9 +49,10 @@ impl OrderService {
     }
 
     /// Fetches both upstreams concurrently within the deadline; the first definitive failure
-    /// drops (cancels) the other fetch, and a lookup an open breaker refuses fails the order
-    /// before either fetch starts. Then order and outbox row commit in one transaction,
-    /// together with the idempotency key's completion that `complete` makes from the new order.
+    /// drops (cancels) the other fetch. An id its upstream answered 404 moments ago, or a lookup
+    /// an open breaker refuses, fails the order before either fetch starts. Then order and
+    /// outbox row commit in one transaction, together with the idempotency key's completion
+    /// that `complete` makes from the new order.
     pub async fn place_order(
         &self,
         user_id: &UserId,
@@ -59,6 +60,12 @@ impl OrderService {
         complete: Option<&CompleteKey<'_>>,
     ) -> Result<Order, PlaceOrderError> {
         let deadline = Instant::now() + self.deadline;
+        if self.products.known_unknown(product_code.as_str()) {
+            return Err(PlaceOrderError::UnknownProduct);
+        }
+        if self.users.known_unknown(user_id.as_str()) {
+            return Err(PlaceOrderError::UnknownUser);
+        }
         if let Some(source) = self.products.refusal(product_code.as_str()) {
             return Err(upstream_failure(Upstream::Product, source));
         }
@@ -98,7 +105,7 @@ fn upstream_failure(upstream: Upstream, source: UpstreamError) -> PlaceOrderErro
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use async_trait::async_trait;
     use tower::util::BoxCloneSyncService;
@@ -213,6 +220,43 @@ mod tests {
             "{result:?}"
         );
         assert!(!user_started.load(Ordering::SeqCst), "no user lookup for an order refused anyway");
+    }
+
+    /// A client over `answer`, counting the lookups that reach it.
+    fn counted<T: Clone + Send + Sync + 'static>(
+        answer: Option<T>,
+        calls: Arc<AtomicU32>,
+        upstream: Upstream,
+    ) -> UpstreamClient<T> {
+        let inner = tower::service_fn(move |_: UpstreamRequest| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(answer)
+            }
+        });
+        stack::compose(inner, upstream, &defaults()).0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_answered_unknown_moments_ago_fails_the_order_before_either_lookup() {
+        let (user_calls, product_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let users = counted::<User>(None, Arc::clone(&user_calls), Upstream::User);
+        let price = Money::from_cents(999).expect("price");
+        let product = Product { name: "x".into(), price };
+        let products = counted(Some(product), Arc::clone(&product_calls), Upstream::Product);
+        let service = service(users, products);
+        let (user_id, code) = ids();
+        for _ in 0..5 {
+            let result = service.place_order(&user_id, &code, None).await;
+            assert!(matches!(result, Err(PlaceOrderError::UnknownUser)), "{result:?}");
+        }
+        let calls = (user_calls.load(Ordering::SeqCst), product_calls.load(Ordering::SeqCst));
+        assert_eq!(calls, (1, 1), "only the first order asked; the others were answered from its 404");
+        tokio::time::advance(defaults().not_found_ttl).await;
+        let _ = service.place_order(&user_id, &code, None).await;
+        assert_eq!(user_calls.load(Ordering::SeqCst), 2, "asked again after the TTL");
     }
 
     fn service(users: UpstreamClient<User>, products: UpstreamClient<Product>) -> OrderService {

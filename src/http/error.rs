@@ -106,6 +106,30 @@ impl Spec {
     }
 }
 
+/// Every problem type's slug: the domain of `orders_failed_total{reason}`, registered at zero.
+pub const SLUGS: [&str; 20] = [
+    "malformed-request",
+    "payload-too-large",
+    "unsupported-media-type",
+    "invalid-input",
+    "not-found",
+    "method-not-allowed",
+    "idempotency-key-reused",
+    "idempotency-key-in-flight",
+    "request-timeout",
+    "load-shed",
+    "unknown-user",
+    "unknown-product",
+    "deadline-exceeded",
+    "upstream-timeout",
+    "circuit-open",
+    "bulkhead-full",
+    "retry-budget-exhausted",
+    "upstream-error",
+    "database-unavailable",
+    "internal-error",
+];
+
 impl ApiError {
     /// The problem type's slug, also the `reason` label of `orders_failed_total`.
     pub fn slug(&self) -> &'static str {
@@ -321,6 +345,7 @@ mod tests {
             assert_eq!(got, status, "{name}");
             assert_eq!(body["status"], status, "{name}");
             assert_eq!(body["type"], format!("/problems/{slug}"), "{name}");
+            assert!(SLUGS.contains(&slug), "{slug} is registered at zero");
             assert!(body["title"].is_string() && body["detail"].is_string(), "{name}");
             assert_eq!(retry.is_some(), has_retry_after, "{name}");
             assert_eq!(has_cause, status >= 500, "causes are kept for 5xx only: {name}");
@@ -415,6 +440,7 @@ mod tests {
             prop_assert_eq!(&body["status"], &serde_json::json!(status));
             let slug = body["type"].as_str().and_then(|t| t.strip_prefix("/problems/")).unwrap_or_default();
             prop_assert!(!slug.is_empty() && slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{body}");
+            prop_assert!(SLUGS.contains(&slug), "{slug} is missing from SLUGS (its series would start late)");
             prop_assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
             prop_assert!(body["detail"].is_string(), "{body}");
             prop_assert_eq!(retry.is_some(), status == 503 || status == 409, "{}", name);

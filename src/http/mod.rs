@@ -120,7 +120,11 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Prometheus text exposition: on the API port, or on `METRICS_ADDR` when set.
+/// Prometheus text exposition: on the API port, or on `METRICS_ADDR` when set. The breakers
+/// are read first, so their gauges say what they are now, not what they were at the last call.
 async fn render_metrics(State(app): State<AppState>) -> impl IntoResponse {
+    for breakers in &app.breakers {
+        breakers.status();
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }

@@ -14,9 +14,11 @@ pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 pub const UPSTREAM_REQUESTS: &str = "upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "upstream_request_duration_seconds";
 pub const UPSTREAM_RETRIES: &str = "upstream_retries_total";
+pub const UPSTREAM_NOT_FOUND_REMEMBERED: &str = "upstream_not_found_remembered_total";
 pub const BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
 pub const BREAKER_KEYS_OPEN: &str = "circuit_breaker_keys_open";
+pub const BREAKER_KEY_TRANSITIONS: &str = "circuit_breaker_key_transitions_total";
 pub const ORDERS_CREATED: &str = "orders_created_total";
 pub const ORDERS_FAILED: &str = "orders_failed_total";
 pub const ORDERS_REPLAYED: &str = "orders_replayed_total";
@@ -65,9 +67,14 @@ fn describe() {
     describe_counter!(UPSTREAM_REQUESTS, "Upstream attempts (and local rejections), by upstream and outcome.");
     describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Duration of each upstream attempt.");
     describe_counter!(UPSTREAM_RETRIES, "Retries sent to an upstream after a failed attempt.");
+    describe_counter!(UPSTREAM_NOT_FOUND_REMEMBERED, "Lookups answered unknown from a recent 404, with no request.");
     describe_gauge!(BREAKER_STATE, "Upstream-wide circuit breaker state: 1 for the current state, 0 for the others.");
     describe_counter!(BREAKER_TRANSITIONS, "Upstream-wide circuit breaker state changes.");
     describe_gauge!(BREAKER_KEYS_OPEN, "Per-key circuit breakers currently open or half-open.");
+    describe_counter!(
+        BREAKER_KEY_TRANSITIONS,
+        "Per-key circuit breaker state changes, all keys of an upstream summed."
+    );
     describe_counter!(ORDERS_CREATED, "Orders stored.");
     describe_counter!(ORDERS_FAILED, "Orders refused or failed, by reason (the problem type).");
     describe_counter!(ORDERS_REPLAYED, "Order responses replayed for a repeated Idempotency-Key (no new order).");
@@ -84,9 +91,44 @@ pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     histogram!(HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
 }
 
+/// Series that dashboards and alerts read exist at zero from start-up (Prometheus'
+/// instrumentation advice): a panel shows 0 rather than "No data", and `increase()` sees the
+/// first event. One function per producer, called when it is built.
+pub fn upstream_attempts_registered(upstream: &'static str, outcomes: &[&'static str]) {
+    for outcome in outcomes {
+        counter!(UPSTREAM_REQUESTS, "upstream" => upstream, "outcome" => *outcome).increment(0);
+    }
+    counter!(UPSTREAM_NOT_FOUND_REMEMBERED, "upstream" => upstream).increment(0);
+    // Registering the histogram is enough for its buckets to be exposed at 0.
+    let _registered = histogram!(UPSTREAM_DURATION, "upstream" => upstream);
+}
+
+pub fn upstream_retries_registered(upstream: &'static str) {
+    counter!(UPSTREAM_RETRIES, "upstream" => upstream).increment(0);
+}
+
+/// Both transition counters, upstream-wide and per key, for every `(from, to)` a breaker makes.
+pub fn breaker_transitions_registered(upstream: &'static str, transitions: &[(&'static str, &'static str)]) {
+    for (from, to) in transitions {
+        counter!(BREAKER_TRANSITIONS, "upstream" => upstream, "from" => *from, "to" => *to).increment(0);
+        counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => *from, "to" => *to).increment(0);
+    }
+}
+
+pub fn orders_registered(failure_reasons: &[&'static str]) {
+    counter!(ORDERS_CREATED).increment(0);
+    for reason in failure_reasons {
+        counter!(ORDERS_FAILED, "reason" => *reason).increment(0);
+    }
+}
+
 pub fn upstream_attempt(upstream: &'static str, outcome: &'static str, elapsed: Duration) {
     counter!(UPSTREAM_REQUESTS, "upstream" => upstream, "outcome" => outcome).increment(1);
     histogram!(UPSTREAM_DURATION, "upstream" => upstream).record(elapsed.as_secs_f64());
+}
+
+pub fn upstream_not_found_remembered(upstream: &'static str) {
+    counter!(UPSTREAM_NOT_FOUND_REMEMBERED, "upstream" => upstream).increment(1);
 }
 
 pub fn upstream_retry(upstream: &'static str) {
@@ -104,6 +146,12 @@ pub fn breaker_state(upstream: &'static str, current: StateName) {
 pub fn breaker_transition(upstream: &'static str, from: StateName, to: StateName) {
     counter!(BREAKER_TRANSITIONS, "upstream" => upstream, "from" => from.as_str(), "to" => to.as_str()).increment(1);
     breaker_state(upstream, to);
+}
+
+/// One key's breaker changed state; the key itself is logged, never a label.
+pub fn breaker_key_transition(upstream: &'static str, from: StateName, to: StateName) {
+    counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => from.as_str(), "to" => to.as_str())
+        .increment(1);
 }
 
 pub fn breaker_keys_open(upstream: &'static str, open: usize) {

@@ -19,7 +19,8 @@ pub enum UpstreamError {
     /// A 200 we cannot use: bad JSON, missing fields, too large. Worth another attempt.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
-    /// A 4xx other than 404: retrying the same request would get the same answer.
+    /// A 4xx other than 404 and 429, or a 3xx (redirects are never followed): retrying the
+    /// same request would get the same answer, and the upstream is answering, so it is healthy.
     #[error("unexpected HTTP {0}")]
     UnexpectedStatus(u16),
     /// The order's deadline ran out inside the stack.
@@ -37,6 +38,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Every `outcome` label of `upstream_requests_total` (DESIGN.md), registered at zero.
+    pub const OUTCOMES: [&'static str; 8] = [
+        "success",
+        "not_found",
+        "server_error",
+        "timeout",
+        "connect_error",
+        "invalid_response",
+        "rejected_open",
+        "rejected_bulkhead",
+    ];
+
     /// The `outcome` label of `upstream_requests_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -105,6 +118,7 @@ mod tests {
             assert_eq!(error.is_retryable(), retryable, "{error:?}");
             assert_eq!(error.verdict(), verdict, "{error:?}");
             assert_eq!(error.outcome(), outcome, "{error:?}");
+            assert!(UpstreamError::OUTCOMES.contains(&outcome), "{outcome} is registered at zero");
         }
     }
 }

@@ -3,11 +3,13 @@
 //! - [`stack`] — composes the layers around the transport, top to bottom, per upstream.
 //! - [`deadline`], [`retry`], [`observe`], [`breaker`] — the layers of our own making.
 //! - [`transport`] — the innermost `Service`, one pooled HTTP GET whose answer is classified.
+//! - [`not_found`] — 404s remembered for a short TTL, checked before an order's lookups start.
 //! - [`user`], [`product`] — each upstream's wire format.
 
 pub mod breaker;
 pub mod deadline;
 pub mod error;
+pub mod not_found;
 pub mod observe;
 pub mod product;
 pub mod retry;
@@ -16,6 +18,7 @@ pub mod transport;
 pub mod user;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +27,7 @@ use tower::util::BoxCloneSyncService;
 
 use breaker::BreakerHandle;
 pub use error::UpstreamError;
+use not_found::NotFoundCache;
 pub use transport::Decode;
 
 /// Which upstream; its `as_str` is the `upstream` metric label.
@@ -71,21 +75,38 @@ pub struct UpstreamRequest {
 pub struct UpstreamClient<T> {
     service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>,
     breakers: BreakerHandle,
+    not_found: Arc<NotFoundCache>,
 }
 
 impl<T> Clone for UpstreamClient<T> {
     fn clone(&self) -> Self {
-        Self { service: self.service.clone(), breakers: self.breakers.clone() }
+        Self { service: self.service.clone(), breakers: self.breakers.clone(), not_found: Arc::clone(&self.not_found) }
     }
 }
 
 impl<T: 'static> UpstreamClient<T> {
-    /// `breakers` must be the ones inside `service`'s stack: `refusal` reads them.
+    /// `breakers` must be the ones inside `service`'s stack: `refusal` reads them. 404s are not
+    /// remembered unless [`UpstreamClient::remembering_not_found`] says so.
     pub fn new(
         service: BoxCloneSyncService<UpstreamRequest, Option<T>, UpstreamError>,
         breakers: BreakerHandle,
     ) -> Self {
-        Self { service, breakers }
+        Self { service, breakers, not_found: Arc::new(NotFoundCache::off()) }
+    }
+
+    /// Remembers this upstream's 404s in `cache` (see [`not_found`]).
+    pub fn remembering_not_found(self, cache: NotFoundCache) -> Self {
+        Self { not_found: Arc::new(cache), ..self }
+    }
+
+    /// Whether the upstream answered 404 for `key` moments ago (within its TTL): the order can
+    /// fail at once, before either lookup starts. Counted as `upstream_not_found_remembered_total`.
+    pub fn known_unknown(&self, key: &str) -> bool {
+        let known = self.not_found.knows_unknown(key, Instant::now());
+        if known {
+            crate::telemetry::metrics::upstream_not_found_remembered(self.breakers.upstream().as_str());
+        }
+        known
     }
 
     /// The answer `fetch(key)` would get at once from an open breaker, counted as that refused
@@ -104,6 +125,10 @@ impl<T: 'static> UpstreamClient<T> {
 
     pub async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {
         let request = UpstreamRequest { key: key.to_owned(), deadline, attempt: 1 };
-        self.service.clone().oneshot(request).await
+        let answer = self.service.clone().oneshot(request).await;
+        if let Ok(None) = answer {
+            self.not_found.remember(key, Instant::now());
+        }
+        answer
     }
 }

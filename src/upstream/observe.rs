@@ -1,5 +1,6 @@
 //! Sits just inside the retry layer: sees every attempt (and every local refusal) once, and
-//! records it as `upstream_requests_total{outcome}` and one duration observation.
+//! records it as `upstream_requests_total{outcome}` and one duration observation; an attempt
+//! cut off by the order's deadline is a `timeout`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +18,9 @@ pub struct ObserveLayer {
 }
 
 impl ObserveLayer {
+    /// Registers every outcome's series at zero (see `metrics::upstream_attempts_registered`).
     pub fn new(upstream: Upstream) -> Self {
+        metrics::upstream_attempts_registered(upstream.as_str(), &UpstreamError::OUTCOMES);
         Self { upstream }
     }
 }
@@ -50,27 +53,56 @@ where
     }
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        let upstream = self.upstream.as_str();
-        let attempt = request.attempt;
-        let started = Instant::now();
+        let mut attempt = Attempt {
+            upstream: self.upstream.as_str(),
+            number: request.attempt,
+            started: Instant::now(),
+            deadline: request.deadline,
+            recorded: false,
+        };
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
-            let outcome = match &result {
+            attempt.record(match &result {
                 Ok(Some(_)) => "success",
                 Ok(None) => "not_found",
                 Err(error) => error.outcome(),
-            };
-            let elapsed = started.elapsed();
-            metrics::upstream_attempt(upstream, outcome, elapsed);
-            tracing::debug!(
-                upstream,
-                attempt,
-                outcome,
-                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-                "upstream attempt"
-            );
+            });
             result
         })
+    }
+}
+
+/// One attempt's sample. Dropped unfinished once the order's deadline has run out, it is a
+/// `timeout` (the breaker layer counts it so too); dropped earlier (cancelled because the other
+/// lookup failed or the client left), it is no sample at all.
+struct Attempt {
+    upstream: &'static str,
+    number: u32,
+    started: Instant,
+    deadline: Instant,
+    recorded: bool,
+}
+
+impl Attempt {
+    fn record(&mut self, outcome: &'static str) {
+        self.recorded = true;
+        let elapsed = self.started.elapsed();
+        metrics::upstream_attempt(self.upstream, outcome, elapsed);
+        tracing::debug!(
+            upstream = self.upstream,
+            attempt = self.number,
+            outcome,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "upstream attempt"
+        );
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.recorded && Instant::now() >= self.deadline {
+            self.record("timeout");
+        }
     }
 }

@@ -42,6 +42,7 @@ impl RetryPolicy {
     /// `min_per_sec` retries a second so a quiet service can still retry at all.
     pub fn new(upstream: Upstream, max_attempts: u32, backoff: Backoff, budget_percent: u32, min_per_sec: u32) -> Self {
         let budget = TpsBudget::new(Duration::from_secs(10), min_per_sec, budget_percent as f32 / 100.0);
+        metrics::upstream_retries_registered(upstream.as_str());
         Self { upstream, max_attempts: max_attempts.max(1), backoff, budget: Arc::new(budget) }
     }
 }

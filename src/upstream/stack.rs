@@ -6,10 +6,13 @@
 //! - deadline: the order's remaining budget bounds everything below, backoff included;
 //! - retry: only connect errors, timeouts, 5xx and unusable bodies, within a shared budget;
 //! - observe: one metric sample per attempt, local refusals included;
-//! - breaker: every attempt is one health sample, per key and for the whole upstream;
+//! - breaker: every attempt is one health sample, per key and for the whole upstream (an
+//!   attempt the deadline cut off is a timeout for both, one cancelled earlier is no sample);
 //! - bulkhead: at most `max_concurrent` calls in flight, the rest refused at once, so a slow
 //!   upstream cannot hold every connection and task;
 //! - attempt timeout: no single attempt waits longer than `attempt_timeout`.
+//!
+//! Around the stack, the client remembers 404s for `not_found_ttl` (see `not_found`).
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use tower::{BoxError, Service, ServiceBuilder};
 
 use super::breaker::{BreakerHandle, KeyedConfig};
 use super::deadline::DeadlineLayer;
+use super::not_found::NotFoundCache;
 use super::observe::ObserveLayer;
 use super::retry::{Backoff, RetryPolicy};
 use super::transport::Transport;
@@ -34,6 +38,9 @@ pub struct StackConfig {
     pub retry_budget_min_per_sec: u32,
     pub max_concurrent: usize,
     pub breaker: KeyedConfig,
+    /// How long a 404 is remembered (zero: not at all), and for how many keys at most.
+    pub not_found_ttl: Duration,
+    pub not_found_max_keys: usize,
 }
 
 /// Builds one upstream's client over the shared HTTP client; the handle reads its breakers.
@@ -71,7 +78,9 @@ where
         .concurrency_limit(config.max_concurrent)
         .timeout(config.attempt_timeout)
         .service(inner);
-    (UpstreamClient::new(BoxCloneSyncService::new(service), breakers.clone()), breakers)
+    let not_found = NotFoundCache::new(config.not_found_ttl, config.not_found_max_keys);
+    let client = UpstreamClient::new(BoxCloneSyncService::new(service), breakers.clone());
+    (client.remembering_not_found(not_found), breakers)
 }
 
 /// tower's layers speak `BoxError`; turn their errors back into ours.

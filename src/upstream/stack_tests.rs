@@ -28,6 +28,8 @@ fn config() -> StackConfig {
         retry_budget_min_per_sec: 100,
         max_concurrent: 4,
         breaker: KeyedConfig { upstream: breaker(20), per_key: breaker(5), max_keys: 16, min_failing_keys: 3 },
+        not_found_ttl: Duration::ZERO,
+        not_found_max_keys: 16,
     }
 }
 
@@ -112,4 +114,42 @@ async fn the_bulkhead_refuses_the_call_over_its_limit_at_once() {
         let _ = h.await;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 4, "the refused call was never sent or retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_traffic_the_status_reads_half_open_once_the_open_wait_is_over() {
+    let (client, breakers, _) = scripted(MS, Err(UpstreamError::Connect("refused".into())));
+    for i in 0..20 {
+        let _ = client.fetch(&format!("key-{i}"), in_two_seconds()).await;
+    }
+    assert_eq!(breakers.status().state, StateName::Open);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(breakers.status().state, StateName::HalfOpen, "read as it is now, not as it was last admitted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_cut_off_by_the_deadline_count_as_timeouts_and_open_the_key_breaker() {
+    let (client, breakers, calls) = scripted(Duration::from_secs(60), Ok(Some(1)));
+    for _ in 0..5 {
+        // Shorter than the 800 ms attempt timeout: only the deadline ends these attempts.
+        let result = client.fetch("family-box", Instant::now() + 700 * MS).await;
+        assert_eq!(result, Err(UpstreamError::DeadlineExceeded));
+    }
+    let refused = client.fetch("family-box", Instant::now() + 700 * MS).await;
+    assert!(matches!(refused, Err(UpstreamError::CircuitOpen { .. })), "{refused:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(breakers.status().keys_open, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_dropped_before_the_deadline_say_nothing_about_health() {
+    let (client, breakers, calls) = scripted(Duration::from_secs(60), Ok(Some(1)));
+    for _ in 0..10 {
+        // The order gave up for another reason (the other lookup failed, the client left).
+        let dropped = tokio::time::timeout(100 * MS, client.fetch("family-box", in_two_seconds())).await;
+        assert!(dropped.is_err());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 10);
+    assert_eq!(breakers.status().keys_open, 0, "no verdict from a cancelled attempt");
+    assert_eq!(client.fetch("family-box", Instant::now() + 700 * MS).await, Err(UpstreamError::DeadlineExceeded));
 }

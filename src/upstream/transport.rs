@@ -26,6 +26,9 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         // Upstreams are internal; a proxy from the environment would only add a hop.
         .no_proxy()
+        // An upstream must not be able to send our lookups (and their headers) to another
+        // host: a 3xx is an answer like any other status (`UnexpectedStatus`, 502).
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
@@ -97,6 +100,10 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
                 status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
                     Err(UpstreamError::ServerError(status.as_u16()))
                 }
+                // Asking again would get the same answer, and it says nothing about health.
+                status if status.is_client_error() || status.is_redirection() => {
+                    Err(UpstreamError::UnexpectedStatus(status.as_u16()))
+                }
                 status => Err(UpstreamError::InvalidResponse(format!("unexpected HTTP {status}"))),
             }
         })
@@ -108,8 +115,26 @@ fn classify_send_error(error: reqwest::Error) -> UpstreamError {
         UpstreamError::Timeout
     } else {
         // Refused, reset, closed before the head: all mean "no answer from a live peer".
-        UpstreamError::Connect(error.without_url().to_string())
+        UpstreamError::Connect(with_sources(&error.without_url()))
     }
+}
+
+/// The error and its `source()` chain, `: `-separated: reqwest's own text ("error sending
+/// request") says nothing of why; the operator needs "connection refused", "reset", the DNS
+/// failure. Only ever logged: problem bodies name the kind of failure, not this text.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        // Some layers repeat their source's text in their own; keep each once.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
@@ -134,6 +159,16 @@ mod tests {
         fn decode(_: &[u8]) -> Result<Self, String> {
             Ok(Anything)
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_refused_in_its_cause() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let error = http_client().get(format!("http://127.0.0.1:{port}/users/x")).send().await.expect_err("closed");
+        let cause = classify_send_error(error).to_string();
+        assert!(cause.to_lowercase().contains("refused"), "the source chain is kept: {cause}");
     }
 
     #[test]

@@ -77,6 +77,14 @@ impl KeyedBreakers {
         self.keys.values().filter(|b| b.state() != StateName::Closed).count()
     }
 
+    /// Brings every breaker up to `now` (due open → half-open), for reports read without traffic;
+    /// returns the upstream's transition and each key's.
+    pub fn tick(&mut self, now: Instant) -> (Option<Transition>, Vec<(String, Transition)>) {
+        let upstream = self.upstream.tick(now);
+        let keys = self.keys.iter_mut().filter_map(|(key, b)| Some((key.clone(), b.tick(now)?))).collect();
+        (upstream, keys)
+    }
+
     /// Whether `admit` would refuse `key` outright (the upstream's or the key's breaker open and
     /// waiting), with the wait; changes nothing.
     pub fn refuses(&self, key: &str, now: Instant) -> Option<Duration> {
@@ -317,6 +325,25 @@ mod tests {
             assert!(b.keys.len() <= 3);
         }
         assert!(call(&mut b, "bad", true, now).is_err(), "the open breaker survived eviction");
+    }
+
+    #[test]
+    fn tick_half_opens_every_due_breaker_and_names_the_keys() {
+        let mut b = breakers(100);
+        let now = Instant::now();
+        for _ in 0..5 {
+            let _ = call(&mut b, "bad", true, now);
+        }
+        for _ in 0..10 {
+            attempt(&mut b, "any", Verdict::Unreachable, now).expect("admitted until the upstream opens");
+        }
+        assert_eq!((b.upstream_state(), b.keys_open()), (StateName::Open, 1));
+        let half_open = Transition { from: StateName::Open, to: StateName::HalfOpen };
+        assert_eq!(b.tick(now + Duration::from_secs(1)), (None, vec![]), "not due yet");
+        let (upstream, keys) = b.tick(now + Duration::from_secs(5));
+        assert_eq!((upstream, keys), (Some(half_open), vec![("bad".to_owned(), half_open)]));
+        assert_eq!((b.upstream_state(), b.keys_open()), (StateName::HalfOpen, 1), "half-open keys still count");
+        assert_eq!(b.tick(now + Duration::from_secs(6)), (None, vec![]), "each transition once");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 pub use keyed::{Changes, KeyedBreakers, KeyedConfig, Ticket, Verdict};
-pub use state::{BreakerConfig, StateName};
+pub use state::{BreakerConfig, StateName, Transition};
 
 use super::{Upstream, UpstreamError, UpstreamRequest};
 use crate::telemetry::metrics;
@@ -45,17 +45,31 @@ impl BreakerHandle {
     pub fn new(upstream: Upstream, config: KeyedConfig) -> Self {
         metrics::breaker_state(upstream.as_str(), StateName::Closed);
         metrics::breaker_keys_open(upstream.as_str(), 0);
+        let transitions = Transition::ALL.map(|t| (t.from.as_str(), t.to.as_str()));
+        metrics::breaker_transitions_registered(upstream.as_str(), &transitions);
         let breakers = Mutex::new(KeyedBreakers::new(config, Instant::now()));
         Self { shared: Arc::new(Shared { upstream, breakers }) }
     }
 
+    /// The state as it is now, even with no traffic: a due open → half-open transition happens
+    /// here (counted and logged like any other), and the state gauges are set from what is read,
+    /// so readiness and `/metrics` (which calls this before rendering) never show a stale state,
+    /// nor a count of open keys that eviction has since changed.
     pub fn status(&self) -> BreakerStatus {
-        let breakers = self.shared.lock();
-        BreakerStatus {
-            upstream: self.shared.upstream,
-            state: breakers.upstream_state(),
-            keys_open: breakers.keys_open(),
+        let (ticked, state, keys_open) = {
+            let mut breakers = self.shared.lock();
+            let ticked = breakers.tick(Instant::now());
+            (ticked, breakers.upstream_state(), breakers.keys_open())
+        };
+        let (upstream_transition, key_transitions) = ticked;
+        for (key, transition) in key_transitions {
+            self.shared.report(Changes { upstream: None, key: Some(transition) }, &key, Some(keys_open));
         }
+        self.shared.report(Changes { upstream: upstream_transition, key: None }, "", None);
+        let upstream = self.shared.upstream;
+        metrics::breaker_state(upstream.as_str(), state);
+        metrics::breaker_keys_open(upstream.as_str(), keys_open);
+        BreakerStatus { upstream, state, keys_open }
     }
 
     /// The refusal a call for `key` would get right now from an open breaker, without making
@@ -88,6 +102,7 @@ impl Shared {
             tracing::warn!(upstream, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
         }
         if let (Some(t), Some(keys_open)) = (changes.key, keys_open) {
+            metrics::breaker_key_transition(upstream, t.from, t.to);
             metrics::breaker_keys_open(upstream, keys_open);
             tracing::info!(
                 upstream,
@@ -119,17 +134,24 @@ pub struct BreakerService<S> {
     shared: Arc<Shared>,
 }
 
-/// Holds a ticket while the attempt runs; dropped unfinished (cancelled) it frees any probe
-/// slot without a verdict, so a cancelled call is never counted as a failure.
+/// Holds a ticket while the attempt runs. Dropped unfinished, it is a timeout when the order's
+/// deadline has run out (the upstream did not answer in the time it had: without this, a
+/// deadline shorter than the attempt timeout would hide a hang from the breakers), and no
+/// verdict otherwise (the other lookup failed, the client left): only its probe slot is freed.
 struct InFlight {
     shared: Arc<Shared>,
     key: String,
     ticket: Option<Ticket>,
     started: Instant,
+    deadline: Instant,
 }
 
 impl InFlight {
     fn finish(mut self, verdict: Option<Verdict>) {
+        self.settle(verdict);
+    }
+
+    fn settle(&mut self, verdict: Option<Verdict>) {
         let Some(ticket) = self.ticket.take() else { return };
         let Some(verdict) = verdict else {
             self.shared.lock().release(&self.key, ticket);
@@ -148,9 +170,8 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.shared.lock().release(&self.key, ticket);
-        }
+        let cut_off = Instant::now() >= self.deadline;
+        self.settle(cut_off.then_some(Verdict::Failed));
     }
 }
 
@@ -186,7 +207,13 @@ where
                 return Box::pin(std::future::ready(Err(error)));
             }
         };
-        let in_flight = InFlight { shared, key: request.key.clone(), ticket: Some(ticket), started: Instant::now() };
+        let in_flight = InFlight {
+            shared,
+            key: request.key.clone(),
+            ticket: Some(ticket),
+            started: Instant::now(),
+            deadline: request.deadline,
+        };
         let inner = self.inner.clone();
         Box::pin(async move {
             let result = inner.oneshot(request).await;

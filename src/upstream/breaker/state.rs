@@ -60,6 +60,16 @@ pub struct Transition {
     pub to: StateName,
 }
 
+impl Transition {
+    /// Every transition a breaker makes; their counters are registered at zero.
+    pub const ALL: [Transition; 4] = [
+        Transition { from: StateName::Closed, to: StateName::Open },
+        Transition { from: StateName::Open, to: StateName::HalfOpen },
+        Transition { from: StateName::HalfOpen, to: StateName::Closed },
+        Transition { from: StateName::HalfOpen, to: StateName::Open },
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
@@ -110,15 +120,23 @@ impl Breaker {
         }
     }
 
-    /// Asks to make a call. An open breaker whose wait is over turns half-open here.
-    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
-        let mut transition = None;
-        if let State::Open { until } = self.state {
-            if now < until {
-                return (Admission::Rejected { retry_after: until - now }, None);
+    /// Brings the state up to `now`: an open breaker whose wait is over turns half-open. Called
+    /// by `admit` and by whoever reports the state, so an idle breaker never reads "open" forever.
+    pub fn tick(&mut self, now: Instant) -> Option<Transition> {
+        match self.state {
+            State::Open { until } if now >= until => {
+                self.cycles += 1;
+                self.go(State::HalfOpen { cycle: self.cycles, in_flight: 0 })
             }
-            self.cycles += 1;
-            transition = self.go(State::HalfOpen { cycle: self.cycles, in_flight: 0 });
+            _ => None,
+        }
+    }
+
+    /// Asks to make a call (after [`Breaker::tick`], so a due open breaker admits probes).
+    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
+        let transition = self.tick(now);
+        if let State::Open { until } = self.state {
+            return (Admission::Rejected { retry_after: until - now }, None);
         }
         let admission = match &mut self.state {
             State::Closed => Admission::Admitted { probe: None },
@@ -183,7 +201,9 @@ impl Breaker {
         let from = self.state();
         self.state = to;
         let to = self.state();
-        (from != to).then_some(Transition { from, to })
+        let transition = (from != to).then_some(Transition { from, to });
+        debug_assert!(transition.is_none_or(|t| Transition::ALL.contains(&t)), "{transition:?} is not registered");
+        transition
     }
 
     fn bucket_index(&self, now: Instant) -> u64 {

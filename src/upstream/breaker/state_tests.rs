@@ -191,3 +191,28 @@ fn answers_of_calls_admitted_before_opening_are_ignored_while_open() {
     assert_eq!(succeed(&mut b, now), None);
     assert_eq!(b.state(), StateName::Open);
 }
+
+#[test]
+fn tick_turns_a_due_open_breaker_half_open_once_without_a_call() {
+    let now = Instant::now();
+    let mut b = opened(now);
+    assert_eq!(b.tick(now + Duration::from_millis(4999)), None, "still waiting");
+    assert_eq!(b.state(), StateName::Open);
+    let due = now + Duration::from_secs(5);
+    assert_eq!(b.tick(due), Some(Transition { from: StateName::Open, to: StateName::HalfOpen }));
+    assert_eq!(b.state(), StateName::HalfOpen);
+    assert_eq!(b.tick(due + Duration::from_secs(60)), None, "half-open until a probe answers");
+    // The probes of that half-open period are admitted as if `admit` had made the transition.
+    assert_eq!(b.admit(due).0, Admission::Admitted { probe: Some(1) });
+    assert_eq!(b.admit(due).0, Admission::Admitted { probe: Some(1) });
+    assert!(matches!(b.admit(due).0, Admission::Rejected { .. }), "two probe slots");
+}
+
+#[test]
+fn tick_leaves_a_closed_breaker_alone() {
+    let now = Instant::now();
+    let mut b = Breaker::new(config(), now);
+    fail(&mut b, now);
+    assert_eq!(b.tick(now + Duration::from_secs(3600)), None);
+    assert_eq!(b.state(), StateName::Closed);
+}

@@ -46,11 +46,15 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// `HTTP_BODY_READ_TIMEOUT_MS`: a request body that has not fully arrived within this gets 408.
     pub body_read_timeout: Duration,
-    /// `HTTP_MAX_IN_FLIGHT`: `/v1` requests served at once before shedding with 503. The default,
+    /// `HTTP_MAX_IN_FLIGHT`: order writes (`POST /v1/…`) served at once before shedding with 503;
+    /// a body is read before its request counts here. The default,
     /// 128, is twice an upstream's bulkhead (64) plus room for orders waiting on the database
     /// pool: more in flight only queue for the pool and cost memory (bench/run: peak RSS with
     /// 1,000 connections 74 MiB at 512, 59–62 MiB at 128).
     pub max_in_flight: usize,
+    /// `HTTP_MAX_READS_IN_FLIGHT`: `GET /v1/…` requests served at once, a limit apart from
+    /// writes so a flood of orders cannot starve reads (nor the reverse).
+    pub max_reads_in_flight: usize,
     /// `SHUTDOWN_DELAY_MS`: after SIGTERM, keep serving (unready) this long before closing.
     pub shutdown_delay: Duration,
     /// `SHUTDOWN_DRAIN_TIMEOUT_MS`: the longest in-flight requests may take to finish.
@@ -98,6 +102,7 @@ impl Config {
             header_read_timeout: env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 30_000)?,
             body_read_timeout: env.millis("HTTP_BODY_READ_TIMEOUT_MS", 10_000)?,
             max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 128, 1..=1_000_000)?,
+            max_reads_in_flight: env.number("HTTP_MAX_READS_IN_FLIGHT", 128, 1..=1_000_000)?,
             shutdown_delay: Duration::from_millis(env.number("SHUTDOWN_DELAY_MS", 0, 0..=600_000)?),
             shutdown_drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", 10_000)?,
             idempotency: KeySettings {
@@ -275,6 +280,7 @@ mod tests {
         assert_eq!(c.order_deadline, Duration::from_millis(2000));
         assert_eq!(c.metrics_addr, None);
         assert_eq!(c.max_in_flight, 128, "twice an upstream's bulkhead");
+        assert_eq!(c.max_reads_in_flight, 128);
         assert_eq!(
             c.idempotency,
             KeySettings { lease: Duration::from_secs(30), retention: Duration::from_secs(86_400) }

@@ -92,6 +92,7 @@ impl Application {
             body_limit_bytes: config.body_limit_bytes,
             body_read_timeout: config.body_read_timeout,
             max_in_flight: config.max_in_flight,
+            max_reads_in_flight: config.max_reads_in_flight,
         };
         let router = router(state, limits, metrics.is_none());
         let shutdown = ShutdownSettings { delay: config.shutdown_delay, drain_timeout: config.shutdown_drain_timeout };

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
-use crate::http::{AppState, HttpLimits, metrics_router, router, serve};
+use crate::http::serve::{self, ServeSettings};
+use crate::http::{AppState, HttpLimits, metrics_router, router};
 use crate::outbox::{NotifyingStore, Relay, RelayHandle};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
@@ -34,7 +35,7 @@ pub struct Application {
     router: Router,
     /// `/metrics` on its own address (`METRICS_ADDR`), when configured.
     metrics: Option<(TcpListener, Router)>,
-    header_read_timeout: Duration,
+    connections: ServeSettings,
     store: Arc<dyn OrderStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
@@ -96,8 +97,13 @@ impl Application {
         };
         let router = router(state, limits, metrics.is_none());
         let shutdown = ShutdownSettings { delay: config.shutdown_delay, drain_timeout: config.shutdown_drain_timeout };
-        let header_read_timeout = config.header_read_timeout;
-        Ok(Self { listener, router, metrics, header_read_timeout, store, relay, draining, shutdown })
+        let connections = ServeSettings {
+            header_read_timeout: config.header_read_timeout,
+            first_byte_timeout: config.first_byte_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+        };
+        Ok(Self { listener, router, metrics, connections, store, relay, draining, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -142,9 +148,9 @@ impl Application {
             let stopped = async move {
                 let _ = metrics_stopped.await;
             };
-            tokio::spawn(serve::serve(listener, router, self.header_read_timeout, stopped))
+            tokio::spawn(serve::serve(listener, router, self.connections, stopped))
         });
-        let serve = serve::serve(self.listener, self.router, self.header_read_timeout, graceful);
+        let serve = serve::serve(self.listener, self.router, self.connections, graceful);
         let drain_deadline = async move {
             if closed.await.is_err() {
                 std::future::pending::<()>().await;

@@ -125,9 +125,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then shuts down the Kubernetes way: readiness turns
     /// false at once; requests are still served for `SHUTDOWN_DELAY_MS` (while load balancers
-    /// notice); then the listener closes and in-flight requests finish, for at most
-    /// `SHUTDOWN_DRAIN_TIMEOUT_MS`; last, the relay finishes its batch and stops (so the last
-    /// orders' events still leave if the broker is up; pending rows wait for the next start).
+    /// notice); then the listener closes, idle connections close at once and in-flight requests
+    /// finish, for at most `SHUTDOWN_DRAIN_TIMEOUT_MS`; last, the relay finishes its batch and
+    /// stops (so the last orders' events still leave if the broker is up; pending rows wait for
+    /// the next start).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
         let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));

@@ -23,11 +23,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use activity::IdleTimeouts;
-pub use linger::Linger;
-
-use activity::Activity;
+use activity::{Activity, IdleTimeouts};
 use connection::Watched;
+use linger::Linger;
 use slots::Slots;
 use tracked::{TrackedIo, TrackedService};
 

@@ -44,6 +44,20 @@ async fn open_connections(app: &TestApp) -> f64 {
     sample(&app.metrics().await, OPEN_CONNECTIONS, &[])
 }
 
+/// Scrapes the gauge until `until` holds (at most 5 s: accepting and closing are asynchronous)
+/// and returns the last value.
+async fn open_connections_once(app: &TestApp, until: impl Fn(f64) -> bool) -> f64 {
+    let mut value = open_connections(app).await;
+    for _ in 0..250 {
+        if until(value) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        value = open_connections(app).await;
+    }
+    value
+}
+
 #[tokio::test]
 async fn slow_request_bodies_hold_no_order_capacity() {
     let app = TestApp::builder(Backend::Sqlite).env("HTTP_MAX_IN_FLIGHT", "4").spawn().await;
@@ -107,7 +121,7 @@ async fn silent_connections_are_closed_after_the_first_byte_timeout_and_the_gaug
     for _ in 0..5 {
         silent.push(TcpStream::connect(app.addr).await.expect("connect"));
     }
-    let during = open_connections(&app).await;
+    let during = open_connections_once(&app, |open| open >= before + 5.0).await;
     assert!(during >= before + 5.0, "five silent connections are counted: {before} → {during}");
 
     for stream in &mut silent {
@@ -115,14 +129,7 @@ async fn silent_connections_are_closed_after_the_first_byte_timeout_and_the_gaug
         assert_eq!(sent, Some(Vec::new()), "closed without a word");
     }
     drop(silent);
-    let mut after = during;
-    for _ in 0..200 {
-        after = open_connections(&app).await;
-        if after <= during - 5.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let after = open_connections_once(&app, |open| open <= during - 5.0).await;
     assert!(after <= during - 5.0, "the gauge falls when they close: {during} → {after}");
 }
 
@@ -167,7 +174,7 @@ async fn a_connection_over_the_cap_is_closed_unanswered() {
     assert!(String::from_utf8_lossy(&sent).starts_with("HTTP/1.1 200"), "the three within the cap are served");
     drop(held);
     let mut status = None;
-    for _ in 0..100 {
+    for _ in 0..250 {
         status = reqwest::Client::new().get(app.url("/health/live")).send().await.ok().map(|r| r.status());
         if status.is_some() {
             break;

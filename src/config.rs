@@ -42,15 +42,28 @@ pub struct Config {
     /// `HTTP_BODY_LIMIT_BYTES`: larger request bodies get 413 before they are read.
     pub body_limit_bytes: usize,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`: a connection that has not sent a whole request head within
-    /// this is closed (slowloris); it also bounds how long an idle keep-alive connection is kept.
+    /// this is closed (slowloris); hyper also times an HTTP/1 connection's wait for its next head
+    /// with it, so it bounds HTTP/1 keep-alive too.
     pub header_read_timeout: Duration,
+    /// `HTTP_FIRST_BYTE_TIMEOUT_MS`: a connection that has sent nothing within this is closed.
+    pub first_byte_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_MS`: a connection with no request in flight for this long (HTTP/1
+    /// keep-alive, HTTP/2 with no stream) is closed.
+    pub idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: connections open at once (lingering ones included); more are
+    /// accepted and closed at once. Below the process's file limit, so `accept` never fails.
+    pub max_connections: usize,
     /// `HTTP_BODY_READ_TIMEOUT_MS`: a request body that has not fully arrived within this gets 408.
     pub body_read_timeout: Duration,
-    /// `HTTP_MAX_IN_FLIGHT`: `/v1` requests served at once before shedding with 503. The default,
+    /// `HTTP_MAX_IN_FLIGHT`: order writes (`POST /v1/…`) served at once before shedding with 503;
+    /// a body is read before its request counts here. The default,
     /// 128, is twice an upstream's bulkhead (64) plus room for orders waiting on the database
     /// pool: more in flight only queue for the pool and cost memory (bench/run: peak RSS with
     /// 1,000 connections 74 MiB at 512, 59–62 MiB at 128).
     pub max_in_flight: usize,
+    /// `HTTP_MAX_READS_IN_FLIGHT`: `GET /v1/…` requests served at once, a limit apart from
+    /// writes so a flood of orders cannot starve reads (nor the reverse).
+    pub max_reads_in_flight: usize,
     /// `SHUTDOWN_DELAY_MS`: after SIGTERM, keep serving (unready) this long before closing.
     pub shutdown_delay: Duration,
     /// `SHUTDOWN_DRAIN_TIMEOUT_MS`: the longest in-flight requests may take to finish.
@@ -110,8 +123,12 @@ impl Config {
             )?,
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
             header_read_timeout: env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 30_000)?,
+            first_byte_timeout: env.millis("HTTP_FIRST_BYTE_TIMEOUT_MS", 10_000)?,
+            idle_timeout: env.millis("HTTP_IDLE_TIMEOUT_MS", 60_000)?,
+            max_connections: env.number("HTTP_MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
             body_read_timeout: env.millis("HTTP_BODY_READ_TIMEOUT_MS", 10_000)?,
             max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 128, 1..=1_000_000)?,
+            max_reads_in_flight: env.number("HTTP_MAX_READS_IN_FLIGHT", 128, 1..=1_000_000)?,
             shutdown_delay: Duration::from_millis(env.number("SHUTDOWN_DELAY_MS", 0, 0..=600_000)?),
             shutdown_drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", 10_000)?,
             idempotency: KeySettings {
@@ -347,6 +364,10 @@ mod tests {
         assert_eq!(c.order_deadline, Duration::from_millis(2000));
         assert_eq!(c.metrics_addr, None);
         assert_eq!(c.max_in_flight, 128, "twice an upstream's bulkhead");
+        assert_eq!(c.max_reads_in_flight, 128);
+        assert_eq!(c.first_byte_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, 10_000, "below a typical file limit (20,000 on these machines)");
         assert_eq!(
             c.idempotency,
             KeySettings { lease: Duration::from_secs(30), retention: Duration::from_secs(86_400) }
@@ -407,6 +428,10 @@ mod tests {
             ("PRODUCT_MAX_ATTEMPTS", "0"),
             ("METRICS_ADDR", "9100"),
             ("HTTP_HEADER_READ_TIMEOUT_MS", "0"),
+            ("HTTP_FIRST_BYTE_TIMEOUT_MS", "0"),
+            ("HTTP_IDLE_TIMEOUT_MS", "soon"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_READS_IN_FLIGHT", "0"),
             ("IDEMPOTENCY_LEASE_MS", "500"),
             ("IDEMPOTENCY_RETENTION_HOURS", "0"),
         ];

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
-use crate::http::{AppState, HttpLimits, metrics_router, router, serve};
+use crate::http::serve::{self, ServeSettings};
+use crate::http::{AppState, HttpLimits, metrics_router, router};
 use crate::outbox::{NotifyingStore, Relay, RelayHandle};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
@@ -34,7 +35,7 @@ pub struct Application {
     router: Router,
     /// `/metrics` on its own address (`METRICS_ADDR`), when configured.
     metrics: Option<(TcpListener, Router)>,
-    header_read_timeout: Duration,
+    connections: ServeSettings,
     store: Arc<dyn OrderStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
@@ -93,11 +94,17 @@ impl Application {
             body_limit_bytes: config.body_limit_bytes,
             body_read_timeout: config.body_read_timeout,
             max_in_flight: config.max_in_flight,
+            max_reads_in_flight: config.max_reads_in_flight,
         };
         let router = router(state, limits, metrics.is_none());
         let shutdown = ShutdownSettings { delay: config.shutdown_delay, drain_timeout: config.shutdown_drain_timeout };
-        let header_read_timeout = config.header_read_timeout;
-        Ok(Self { listener, router, metrics, header_read_timeout, store, relay, draining, shutdown })
+        let connections = ServeSettings {
+            header_read_timeout: config.header_read_timeout,
+            first_byte_timeout: config.first_byte_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+        };
+        Ok(Self { listener, router, metrics, connections, store, relay, draining, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -119,9 +126,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then shuts down the Kubernetes way: readiness turns
     /// false at once; requests are still served for `SHUTDOWN_DELAY_MS` (while load balancers
-    /// notice); then the listener closes and in-flight requests finish, for at most
-    /// `SHUTDOWN_DRAIN_TIMEOUT_MS`; last, the relay finishes its batch and stops (so the last
-    /// orders' events still leave if the broker is up; pending rows wait for the next start).
+    /// notice); then the listener closes, idle connections close at once and in-flight requests
+    /// finish, for at most `SHUTDOWN_DRAIN_TIMEOUT_MS`; last, the relay finishes its batch and
+    /// stops (so the last orders' events still leave if the broker is up; pending rows wait for
+    /// the next start).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
         let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));
@@ -142,9 +150,9 @@ impl Application {
             let stopped = async move {
                 let _ = metrics_stopped.await;
             };
-            tokio::spawn(serve::serve(listener, router, self.header_read_timeout, stopped))
+            tokio::spawn(serve::serve(listener, router, self.connections, stopped))
         });
-        let serve = serve::serve(self.listener, self.router, self.header_read_timeout, graceful);
+        let serve = serve::serve(self.listener, self.router, self.connections, graceful);
         let drain_deadline = async move {
             if closed.await.is_err() {
                 std::future::pending::<()>().await;

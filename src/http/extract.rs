@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -15,28 +16,50 @@ use super::error::ApiError;
 /// rejections. Objects only: serde would otherwise accept `["a","b"]` for a struct.
 pub struct JsonBody<T>(pub T);
 
-/// How long a whole body may take to arrive, set by the router for every request.
+/// How large a request body may be and how long it may take to arrive; set by the router for
+/// every request, so a slow or huge body holds no task or memory for long.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyReadTimeout(pub Duration);
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+impl BodyLimits {
+    /// 413 at once when the declared `Content-Length` is over the limit: nothing is read.
+    pub fn check_declared(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        match declared {
+            Some(length) if length > self.max_bytes as u64 => Err(ApiError::PayloadTooLarge),
+            _ => Ok(()),
+        }
+    }
+
+    /// The whole body, within the size limit (413) and the read timeout (408).
+    pub async fn read(&self, body: Body) -> Result<Bytes, ApiError> {
+        let limited = http_body_util::Limited::new(body, self.max_bytes);
+        match tokio::time::timeout(self.read_timeout, limited.collect()).await {
+            Err(_) => Err(ApiError::BodyTimeout),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
+            Ok(Err(error)) => Err(ApiError::MalformedRequest(format!("failed to read the request body: {error}"))),
+        }
+    }
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = req.extensions().get::<BodyReadTimeout>().map_or(Duration::from_secs(10), |t| t.0);
-        let body = tokio::time::timeout(limit, Bytes::from_request(req, state))
-            .await
-            .map_err(|_| ApiError::BodyTimeout)?
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::MalformedRequest(rejection.body_text())
-                }
-            })?;
+        let limits = req
+            .extensions()
+            .get::<BodyLimits>()
+            .copied()
+            .unwrap_or(BodyLimits { max_bytes: 16 * 1024, read_timeout: Duration::from_secs(10) });
+        limits.check_declared(req.headers())?;
+        let body = limits.read(req.into_body()).await?;
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::MalformedRequest("the body must be a JSON object".into()));
         }

@@ -1,5 +1,6 @@
 //! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI.
 
+pub mod admission;
 pub mod error;
 mod extract;
 pub mod health;
@@ -15,14 +16,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Response};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::{BoxError, ServiceBuilder};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -34,8 +33,9 @@ use crate::domain::idempotency::KeySettings;
 use crate::outbox::RelayStatus;
 use crate::storage::OrderStore;
 use crate::upstream::breaker::BreakerHandle;
+use admission::Admission;
 use error::ApiError;
-use extract::BodyReadTimeout;
+use extract::BodyLimits;
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
@@ -60,26 +60,26 @@ pub struct HttpLimits {
     pub body_limit_bytes: usize,
     /// A body must have fully arrived within this (408 otherwise): a slow body holds no task forever.
     pub body_read_timeout: Duration,
-    /// Requests to `/v1/*` in flight at once; more are shed with 503 `load-shed` at once.
-    /// Health, metrics and OpenAPI are never shed, so probes and scrapes see an overload.
+    /// Order writes (`POST /v1/…`) in flight at once; more are shed with 503 `load-shed` at
+    /// once. Health, metrics and OpenAPI are never shed, so probes and scrapes see an overload.
     pub max_in_flight: usize,
+    /// Reads (`GET /v1/…`) in flight at once, a limit of their own so writes cannot starve them.
+    pub max_reads_in_flight: usize,
 }
 
 /// The whole API, with `/metrics` unless it has an address of its own ([`metrics_router`]).
 /// Layers, outermost first: request id (kept if the client sent one) → echo it on the
 /// response → span + log line + metrics → panics become 500 problems; the `/v1` routes also
-/// pass the load shedder.
+/// pass [`admission`] (separate read and write limits; a write's body is read before its permit).
 pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async { ApiError::Overloaded }))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight));
+    let body = BodyLimits { max_bytes: limits.body_limit_bytes, read_timeout: limits.body_read_timeout };
+    let gate = Admission::new(limits.max_reads_in_flight, limits.max_in_flight, body);
     let api = Router::new()
         .route("/v1/orders", post(orders::create_order).get(orders::list_orders))
         .route("/v1/order", post(orders::create_order_legacy))
         .route("/v1/orders/{id}", get(orders::get_order))
-        .route_layer(shed);
+        .route_layer(middleware::from_fn_with_state(gate, admission::admit));
     let mut routes = Router::new()
         .merge(api)
         .route("/health/live", get(health::live))
@@ -92,7 +92,7 @@ pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router
         .fallback(|| async { ApiError::NotFound("no such resource") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
-        .layer(Extension(BodyReadTimeout(limits.body_read_timeout)))
+        .layer(Extension(body))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

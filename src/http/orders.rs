@@ -197,7 +197,7 @@ pub async fn create_order_legacy(
     responses(
         (status = 200, description = "The order", body = OrderResponse),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or too many reads in flight (load-shed)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderResponse>, ApiError> {
@@ -215,7 +215,7 @@ pub async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> R
         (status = 200, description = "A page of orders", body = OrderPage),
         (status = 400, description = "Query string does not parse", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid user_id, limit or after", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or too many reads in flight (load-shed)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_orders(

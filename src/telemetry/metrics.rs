@@ -26,6 +26,7 @@ pub const OUTBOX_PENDING: &str = "outbox_pending";
 pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";
 pub const OUTBOX_FAILURES: &str = "outbox_publish_failures_total";
 pub const OUTBOX_LAG: &str = "outbox_publish_lag_seconds";
+pub const OPEN_CONNECTIONS: &str = "http_server_open_connections";
 
 /// Seconds: sub-millisecond (open-circuit rejections) up past the 2 s deadline.
 const BUCKETS: [f64; 16] =
@@ -82,6 +83,8 @@ fn describe() {
     describe_counter!(OUTBOX_PUBLISHED, "Outbox events confirmed by the broker.");
     describe_counter!(OUTBOX_FAILURES, "Outbox publish attempts that failed (nack, return, lost connection).");
     describe_histogram!(OUTBOX_LAG, Unit::Seconds, "Time from an order's commit to its event's broker confirm.");
+    describe_gauge!(OPEN_CONNECTIONS, "HTTP connections open now (lingering ones included), on every listener.");
+    gauge!(OPEN_CONNECTIONS).increment(0.0);
 }
 
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
@@ -120,6 +123,14 @@ pub fn orders_registered(failure_reasons: &[&'static str]) {
     for reason in failure_reasons {
         counter!(ORDERS_FAILED, "reason" => *reason).increment(0);
     }
+}
+
+pub fn connection_opened() {
+    gauge!(OPEN_CONNECTIONS).increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!(OPEN_CONNECTIONS).decrement(1.0);
 }
 
 pub fn upstream_attempt(upstream: &'static str, outcome: &'static str, elapsed: Duration) {

@@ -262,13 +262,14 @@ async fn requests_over_the_in_flight_limit_are_shed_but_probes_are_not() {
     let app =
         TestApp::builder(Backend::Sqlite).env("HTTP_MAX_IN_FLIGHT", "1").env("ORDER_DEADLINE_MS", "1500").spawn().await;
     let hanging = hold_a_family_box_order(&app).await;
-    let response = app.get("/v1/orders").await;
+    let response = app.post_order(ADA, "classic-box").await;
     assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
     let (status, body) = problem(response).await;
     assert_eq!((status, body["type"].as_str()), (503, Some("/problems/load-shed")));
     assert_eq!(app.get("/health/ready").await.status(), 200, "probes are never shed");
+    assert_eq!(app.get("/v1/orders").await.status(), 200, "reads have a limit of their own");
     assert_eq!(hanging.await.expect("task").expect("response").status(), 504);
-    assert_eq!(app.get("/v1/orders").await.status(), 200, "capacity is back");
+    assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201, "capacity is back");
     let metrics = app.metrics().await;
     assert_eq!(sample(&metrics, "http_server_requests_total", &[("route", "/v1/orders"), ("status", "503")]), 1.0);
 }

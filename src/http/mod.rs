@@ -66,7 +66,7 @@ pub struct HttpLimits {
 }
 
 /// The whole API, with `/metrics` unless it has an address of its own ([`metrics_router`]).
-/// Layers, outermost first: request id (kept if the client sent one) → echo it on the
+/// Layers, outermost first: request id (kept if the client sent a short plain one) → echo it on the
 /// response → span + log line + metrics → panics become 500 problems; the `/v1` routes also
 /// pass the load shedder.
 pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router {
@@ -95,6 +95,7 @@ pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router
         .layer(Extension(BodyReadTimeout(limits.body_read_timeout)))
         .layer(
             ServiceBuilder::new()
+                .map_request(observe::drop_unusable_request_id)
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(middleware::from_fn(observe::observe))

@@ -7,6 +7,7 @@ mod database_outage;
 mod edge;
 mod health;
 mod helpers;
+mod hostile_labels;
 mod idempotency;
 mod logs;
 mod migrations;

@@ -118,6 +118,7 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::NotFound("no such resource") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 

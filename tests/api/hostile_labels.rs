@@ -2,56 +2,12 @@
 //! request ids sent over real sockets leave `/metrics` with the same small label set.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::helpers::{Backend, TestApp};
+use crate::raw_http::RawConnection;
 
 /// The methods a metric may name; anything else is `other`.
 const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "other"];
-
-/// One HTTP/1.1 keep-alive connection, read response by response.
-pub struct RawConnection {
-    stream: BufReader<TcpStream>,
-}
-
-impl RawConnection {
-    pub async fn open(app: &TestApp) -> Self {
-        Self { stream: BufReader::new(TcpStream::connect(app.addr).await.expect("connect")) }
-    }
-
-    /// Sends `head` (request line and headers, without the blank line) with an empty body;
-    /// returns the status and the response's head.
-    pub async fn send(&mut self, head: &str) -> (u16, String) {
-        let request = format!("{head}\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
-        self.stream.get_mut().write_all(request.as_bytes()).await.expect("write");
-        tokio::time::timeout(Duration::from_secs(10), self.read_response()).await.expect("an answer in time")
-    }
-
-    async fn read_response(&mut self) -> (u16, String) {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            let n = self.stream.read_line(&mut line).await.expect("read");
-            assert!(n > 0, "connection closed after: {head}");
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).await.expect("body");
-        (status, head)
-    }
-}
 
 /// Every value of `label` across the samples of `metric`.
 fn label_values(metrics: &str, metric: &str, label: &str) -> BTreeSet<String> {
@@ -70,14 +26,12 @@ async fn invented_methods_and_paths_leave_the_metric_labels_bounded() {
     let pad = "X".repeat(2048);
     for i in 0..200 {
         let path = if i % 2 == 0 { "/v1/orders".to_owned() } else { format!("/invented/{i}/{pad}") };
-        let (status, _) = client.send(&format!("INVENTED{i}{pad} {path} HTTP/1.1")).await;
+        let status = client.send(&format!("INVENTED{i}{pad} {path} HTTP/1.1")).await.status;
         assert!(status == 405 || status == 404, "request {i}: {status}");
     }
     // Standard methods on unknown paths and on a known path that refuses them.
-    let (status, _) = client.send("DELETE /v1/orders HTTP/1.1").await;
-    assert_eq!(status, 405);
-    let (status, _) = client.send("GET /no/such/thing HTTP/1.1").await;
-    assert_eq!(status, 404);
+    assert_eq!(client.send("DELETE /v1/orders HTTP/1.1").await.status, 405);
+    assert_eq!(client.send("GET /no/such/thing HTTP/1.1").await.status, 404);
 
     let metrics = app.metrics().await;
     assert!(!metrics.contains("INVENTED"), "an invented method reached /metrics");

@@ -80,16 +80,18 @@ impl Config {
     /// Reads variables through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
+        let database_acquire_timeout = env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 1000)?;
+        let order_deadline = env.millis("ORDER_DEADLINE_MS", 2000)?;
         let config = Self {
             http_addr: env.parse("HTTP_ADDR", "127.0.0.1:8000", "expected host:port")?,
             database_url: database_url(env.get("DATABASE_URL"))?,
             database_max_connections: env.number("DATABASE_MAX_CONNECTIONS", 16, 1..=1000)?,
-            database_acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 1000)?,
+            database_acquire_timeout,
             amqp_url: amqp_url(env.get("AMQP_URL"))?,
             relay: relay_settings(&env)?,
             user_service_url: env.url("USER_SERVICE_URL", "http://127.0.0.1:8082")?,
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
-            order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
+            order_deadline,
             metrics_addr: env
                 .get("METRICS_ADDR")
                 .map(|_| env.parse("METRICS_ADDR", "", "expected host:port"))
@@ -103,6 +105,7 @@ impl Config {
             idempotency: KeySettings {
                 lease: env.millis("IDEMPOTENCY_LEASE_MS", 30_000)?,
                 retention: Duration::from_secs(3600 * env.number("IDEMPOTENCY_RETENTION_HOURS", 24, 1..=24 * 365)?),
+                longest_order: order_deadline + database_acquire_timeout,
             },
             user_stack: stack_config(&env, "USER")?,
             product_stack: stack_config(&env, "PRODUCT")?,
@@ -277,7 +280,11 @@ mod tests {
         assert_eq!(c.max_in_flight, 128, "twice an upstream's bulkhead");
         assert_eq!(
             c.idempotency,
-            KeySettings { lease: Duration::from_secs(30), retention: Duration::from_secs(86_400) }
+            KeySettings {
+                lease: Duration::from_secs(30),
+                retention: Duration::from_secs(86_400),
+                longest_order: Duration::from_secs(3),
+            }
         );
         for stack in [&c.user_stack, &c.product_stack] {
             assert_eq!(stack.attempt_timeout, Duration::from_millis(800));

@@ -30,6 +30,10 @@ pub struct Config {
     pub amqp_url: Option<String>,
     /// `OUTBOX_*`: how the relay polls, batches, leases and backs off (used only with `AMQP_URL`).
     pub relay: RelaySettings,
+    /// `OUTBOX_PENDING_INTERVAL_MS`: how often `outbox_pending` is counted while the relay is
+    /// off (with it on, the relay counts after its passes). A count scans the backlog, which
+    /// grows without bound with the relay off: not every second.
+    pub outbox_pending_interval: Duration,
     /// `USER_SERVICE_URL`.
     pub user_service_url: Url,
     /// `PRODUCT_SERVICE_URL`.
@@ -89,6 +93,7 @@ impl Config {
             database_acquire_timeout,
             amqp_url: amqp_url(env.get("AMQP_URL"))?,
             relay: relay_settings(&env)?,
+            outbox_pending_interval: env.millis("OUTBOX_PENDING_INTERVAL_MS", 5000)?,
             user_service_url: env.url("USER_SERVICE_URL", "http://127.0.0.1:8082")?,
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
             order_deadline,
@@ -278,6 +283,7 @@ mod tests {
         assert_eq!(c.order_deadline, Duration::from_millis(2000));
         assert_eq!(c.metrics_addr, None);
         assert_eq!(c.max_in_flight, 128, "twice an upstream's bulkhead");
+        assert_eq!(c.outbox_pending_interval, Duration::from_secs(5));
         assert_eq!(
             c.idempotency,
             KeySettings {

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
 use crate::http::{AppState, HttpLimits, metrics_router, router, serve};
-use crate::outbox::{NotifyingStore, Relay, RelayHandle};
+use crate::outbox::{self, NotifyingStore, Relay, RelayHandle};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
 use crate::upstream::{Upstream, stack, transport};
@@ -38,6 +38,8 @@ pub struct Application {
     store: Arc<dyn OrderStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
+    /// How often `outbox_pending` is counted when there is no relay to count it.
+    outbox_pending_interval: Duration,
     draining: Arc<AtomicBool>,
     shutdown: ShutdownSettings,
 }
@@ -96,7 +98,18 @@ impl Application {
         let router = router(state, limits, metrics.is_none());
         let shutdown = ShutdownSettings { delay: config.shutdown_delay, drain_timeout: config.shutdown_drain_timeout };
         let header_read_timeout = config.header_read_timeout;
-        Ok(Self { listener, router, metrics, header_read_timeout, store, relay, draining, shutdown })
+        let outbox_pending_interval = config.outbox_pending_interval;
+        Ok(Self {
+            listener,
+            router,
+            metrics,
+            header_read_timeout,
+            store,
+            relay,
+            outbox_pending_interval,
+            draining,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -124,6 +137,10 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
         let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));
+        // Without a relay nobody else counts the backlog, which then only grows.
+        let pending = relay
+            .is_none()
+            .then(|| tokio::spawn(outbox::pending::count_forever(self.store.outbox(), self.outbox_pending_interval)));
         let purge = tokio::spawn(storage::purge_forever(Arc::clone(&self.store), KEY_PURGE_INTERVAL));
         let (draining, settings) = (self.draining, self.shutdown);
         let (closing, closed) = tokio::sync::oneshot::channel::<()>();
@@ -158,6 +175,9 @@ impl Application {
             }
         };
         purge.abort();
+        if let Some(pending) = pending {
+            pending.abort();
+        }
         if let Some(relay) = relay {
             relay.stop().await;
         }

@@ -1,5 +1,6 @@
 //! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI.
 
+mod docs;
 pub mod error;
 mod extract;
 pub mod health;
@@ -84,7 +85,8 @@ pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router
         .merge(api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/openapi.json", get(openapi::openapi_json));
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(docs::router());
     if with_metrics {
         routes = routes.route("/metrics", get(render_metrics));
     }

@@ -4,6 +4,7 @@
 mod bench;
 mod crash;
 mod database_outage;
+mod docs;
 mod edge;
 mod health;
 mod helpers;

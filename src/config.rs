@@ -30,6 +30,10 @@ pub struct Config {
     pub amqp_url: Option<String>,
     /// `OUTBOX_*`: how the relay polls, batches, leases and backs off (used only with `AMQP_URL`).
     pub relay: RelaySettings,
+    /// `OUTBOX_PENDING_INTERVAL_MS`: how often `outbox_pending` is counted while the relay is
+    /// off (with it on, the relay counts after its passes). A count scans the backlog, which
+    /// grows without bound with the relay off: not every second.
+    pub outbox_pending_interval: Duration,
     /// `USER_SERVICE_URL`.
     pub user_service_url: Url,
     /// `PRODUCT_SERVICE_URL`.
@@ -107,16 +111,19 @@ impl Config {
     }
 
     fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let database_acquire_timeout = env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 1000)?;
+        let order_deadline = env.millis("ORDER_DEADLINE_MS", 2000)?;
         let config = Self {
             http_addr: env.parse("HTTP_ADDR", "127.0.0.1:8000", "expected host:port")?,
             database_url: env.record_with("DATABASE_URL", database_url(env.get("DATABASE_URL")), redact)?,
             database_max_connections: env.number("DATABASE_MAX_CONNECTIONS", 16, 1..=1000)?,
-            database_acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 1000)?,
+            database_acquire_timeout,
             amqp_url: env.record_optional("AMQP_URL", amqp_url(env.get("AMQP_URL")))?,
             relay: relay_settings(env)?,
+            outbox_pending_interval: env.millis("OUTBOX_PENDING_INTERVAL_MS", 5000)?,
             user_service_url: env.url("USER_SERVICE_URL", "http://127.0.0.1:8082")?,
             product_service_url: env.url("PRODUCT_SERVICE_URL", "http://127.0.0.1:8081")?,
-            order_deadline: env.millis("ORDER_DEADLINE_MS", 2000)?,
+            order_deadline,
             metrics_addr: env.record_optional(
                 "METRICS_ADDR",
                 env.get("METRICS_ADDR").map(|_| env.parse("METRICS_ADDR", "", "expected host:port")).transpose(),
@@ -134,6 +141,7 @@ impl Config {
             idempotency: KeySettings {
                 lease: env.millis("IDEMPOTENCY_LEASE_MS", 30_000)?,
                 retention: Duration::from_secs(3600 * env.number("IDEMPOTENCY_RETENTION_HOURS", 24, 1..=24 * 365)?),
+                longest_order: order_deadline + database_acquire_timeout,
             },
             user_stack: stack_config(env, "USER")?,
             product_stack: stack_config(env, "PRODUCT")?,
@@ -368,9 +376,14 @@ mod tests {
         assert_eq!(c.first_byte_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.max_connections, 10_000, "below a typical file limit (20,000 on these machines)");
+        assert_eq!(c.outbox_pending_interval, Duration::from_secs(5));
         assert_eq!(
             c.idempotency,
-            KeySettings { lease: Duration::from_secs(30), retention: Duration::from_secs(86_400) }
+            KeySettings {
+                lease: Duration::from_secs(30),
+                retention: Duration::from_secs(86_400),
+                longest_order: Duration::from_secs(3),
+            }
         );
         for stack in [&c.user_stack, &c.product_stack] {
             assert_eq!(stack.attempt_timeout, Duration::from_millis(800));

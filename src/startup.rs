@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::domain::{OrderService, Product, User};
 use crate::http::serve::{self, ServeSettings};
 use crate::http::{AppState, HttpLimits, metrics_router, router};
-use crate::outbox::{NotifyingStore, Relay, RelayHandle};
+use crate::outbox::{self, NotifyingStore, Relay, RelayHandle};
 use crate::storage::{self, OrderStore, PoolSettings, StoreError};
 use crate::telemetry;
 use crate::upstream::{Upstream, stack, transport};
@@ -39,6 +39,8 @@ pub struct Application {
     store: Arc<dyn OrderStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
+    /// How often `outbox_pending` is counted when there is no relay to count it.
+    outbox_pending_interval: Duration,
     draining: Arc<AtomicBool>,
     shutdown: ShutdownSettings,
 }
@@ -104,7 +106,8 @@ impl Application {
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
         };
-        Ok(Self { listener, router, metrics, connections, store, relay, draining, shutdown })
+        let outbox_pending_interval = config.outbox_pending_interval;
+        Ok(Self { listener, router, metrics, connections, store, relay, outbox_pending_interval, draining, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -133,6 +136,10 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
         let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));
+        // Without a relay nobody else counts the backlog, which then only grows.
+        let pending = relay
+            .is_none()
+            .then(|| tokio::spawn(outbox::pending::count_forever(self.store.outbox(), self.outbox_pending_interval)));
         let purge = tokio::spawn(storage::purge_forever(Arc::clone(&self.store), KEY_PURGE_INTERVAL));
         let (draining, settings) = (self.draining, self.shutdown);
         let (closing, closed) = tokio::sync::oneshot::channel::<()>();
@@ -167,6 +174,9 @@ impl Application {
             }
         };
         purge.abort();
+        if let Some(pending) = pending {
+            pending.abort();
+        }
         if let Some(relay) = relay {
             relay.stop().await;
         }

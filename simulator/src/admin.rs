@@ -16,22 +16,31 @@ use axum::{Json, Router};
 use tokio::time::Instant;
 
 use crate::faults::{ActiveFault, NewFault};
+use crate::serve::Supervisors;
 use crate::server::{Sim, Stats};
 
-pub(crate) fn router(sim: Arc<Sim>) -> Router {
+#[derive(Clone)]
+struct Admin {
+    sim: Arc<Sim>,
+    /// Asked to put outages in force (or lift them) before a change is acknowledged.
+    supervisors: Supervisors,
+}
+
+pub(crate) fn router(sim: Arc<Sim>, supervisors: Supervisors) -> Router {
     Router::new()
         .route("/__admin/faults", get(list).post(add).delete(restore))
         .route("/__admin/faults/{id}", delete(remove))
         .route("/__admin/stats", get(stats))
         .route("/__admin/reset", post(reset))
-        .with_state(sim)
+        .with_state(Admin { sim, supervisors })
 }
 
-async fn list(State(sim): State<Arc<Sim>>) -> Json<Vec<ActiveFault>> {
-    Json(sim.faults.list(Instant::now()))
+async fn list(State(admin): State<Admin>) -> Json<Vec<ActiveFault>> {
+    Json(admin.sim.faults.list(Instant::now()))
 }
 
-async fn add(State(sim): State<Arc<Sim>>, body: Result<Json<NewFault>, JsonRejection>) -> Response {
+/// Injects a fault; an outage is in force (port closed, connections cut) when this answers.
+async fn add(State(admin): State<Admin>, body: Result<Json<NewFault>, JsonRejection>) -> Response {
     let new = match body {
         Ok(Json(new)) => new,
         Err(rejection) => return bad_request(rejection.body_text()),
@@ -39,24 +48,30 @@ async fn add(State(sim): State<Arc<Sim>>, body: Result<Json<NewFault>, JsonRejec
     if let Err(e) = new.validate() {
         return bad_request(e.to_string());
     }
-    (StatusCode::CREATED, Json(sim.faults.add(new, Instant::now()))).into_response()
+    let added = admin.sim.faults.add(new, Instant::now());
+    admin.supervisors.enforce().await;
+    (StatusCode::CREATED, Json(added)).into_response()
 }
 
-async fn restore(State(sim): State<Arc<Sim>>) -> StatusCode {
-    sim.faults.clear();
+/// Lifts every fault; a port that was down listens again when this answers.
+async fn restore(State(admin): State<Admin>) -> StatusCode {
+    admin.sim.faults.clear();
+    admin.supervisors.enforce().await;
     StatusCode::NO_CONTENT
 }
 
-async fn remove(State(sim): State<Arc<Sim>>, Path(id): Path<u64>) -> StatusCode {
-    if sim.faults.remove(id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+async fn remove(State(admin): State<Admin>, Path(id): Path<u64>) -> StatusCode {
+    let removed = admin.sim.faults.remove(id);
+    admin.supervisors.enforce().await;
+    if removed { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
 }
 
-async fn stats(State(sim): State<Arc<Sim>>) -> Json<Stats> {
-    Json(sim.stats())
+async fn stats(State(admin): State<Admin>) -> Json<Stats> {
+    Json(admin.sim.stats())
 }
 
-async fn reset(State(sim): State<Arc<Sim>>) -> StatusCode {
-    sim.reset();
+async fn reset(State(admin): State<Admin>) -> StatusCode {
+    admin.sim.reset();
     StatusCode::NO_CONTENT
 }
 

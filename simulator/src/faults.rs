@@ -3,8 +3,8 @@
 //! Semantics: a fault is consulted when a request arrives, so requests already being served
 //! keep the behaviour they started with (as on a real network, lifting a fault does not
 //! un-hang a hung request). An outage is the exception: it closes the upstream's listener
-//! (new connections are refused) and its idle keep-alive connections at once. A fault with a
-//! duration lifts itself.
+//! (new connections are refused) and every open connection, idle or busy, before the admin
+//! API answers (see `serve`). A fault with a duration lifts itself.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -140,3 +140,41 @@ async fn a_malformed_fault_is_refused_with_a_reason() {
         assert!(body["error"].is_string());
     }
 }
+
+/// An outage is in force when the admin API answers: a pooled keep-alive connection that just
+/// got an answer is closed too, so the very next request on that client fails.
+#[tokio::test]
+async fn an_outage_closes_pooled_connections_before_the_admin_api_answers() {
+    let (sim, admin) = sim().await;
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let url = format!("{}/users/7c11e1ce2741", sim.users_url());
+    for _ in 0..3 {
+        assert_eq!(client.get(&url).send().await.expect("get").status(), 200, "before the outage");
+    }
+    inject(&admin, &sim, json!({"upstream": "user", "fault": {"type": "outage"}})).await;
+    let next = client.get(&url).timeout(Duration::from_secs(5)).send().await;
+    assert!(next.as_ref().is_err_and(|e| !e.is_timeout()), "the next request fails at once: {next:?}");
+
+    // Restoring is in force when the admin API answers too.
+    restore(&admin, &sim).await;
+    assert_eq!(client.get(&url).send().await.expect("get").status(), 200, "listening again");
+}
+
+/// A real outage also cuts requests in flight: a hung request's connection is closed.
+#[tokio::test]
+async fn an_outage_cuts_requests_in_flight() {
+    let (sim, admin) = sim().await;
+    inject(&admin, &sim, json!({"upstream": "product", "key": "classic-box", "fault": {"type": "hang"}})).await;
+    let hung = {
+        let url = format!("{}/products/classic-box", sim.products_url());
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        tokio::spawn(async move { client.get(url).timeout(Duration::from_secs(10)).send().await })
+    };
+    while sim.sim.stats().in_flight == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    inject(&admin, &sim, json!({"upstream": "product", "fault": {"type": "outage"}})).await;
+    assert_eq!(sim.sim.stats().in_flight, 0, "nothing is being served once the outage is in force");
+    let result = hung.await.expect("task");
+    assert!(result.as_ref().is_err_and(|e| !e.is_timeout()), "the hung request was cut: {result:?}");
+}

@@ -85,6 +85,9 @@ pub struct KeySettings {
     pub lease: Duration,
     /// How long a completed key replays its response; after that the key is forgotten.
     pub retention: Duration,
+    /// The longest an order can take (deadline + database acquire timeout): a lease younger
+    /// than this may belong to a live request, an older one only to a crashed one.
+    pub longest_order: Duration,
 }
 
 impl KeySettings {
@@ -92,6 +95,27 @@ impl KeySettings {
         let after = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         KeyTimes { now, lease_until: after(self.lease), expires_at: after(self.retention) }
     }
+
+    /// How long a request that found `held` in flight should wait before retrying: until the
+    /// holder's order must be done when the lease is young enough to be a live request's,
+    /// else (a crash left it) until the lease runs out; never past the lease's end. The caller
+    /// rounds up and waits at least a second.
+    pub fn retry_after(&self, held: HeldLease, now: DateTime<Utc>) -> Duration {
+        let to_std = |d: chrono::Duration| d.to_std().unwrap_or(Duration::ZERO);
+        let lease_left = to_std(held.until - now);
+        let age = to_std(now - held.since);
+        match self.longest_order.checked_sub(age) {
+            Some(order_left) if !order_left.is_zero() => order_left.min(lease_left),
+            _ => lease_left,
+        }
+    }
+}
+
+/// When the request holding a key leased it, and until when the lease holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLease {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
 }
 
 /// A response kept with a completed key and replayed verbatim.
@@ -108,8 +132,8 @@ pub struct StoredResponse {
 pub enum KeyClaim {
     /// This request holds the key; it must complete it with the order or release it.
     Leased(KeyLease),
-    /// Another request holds the key and has not finished: try again shortly (409).
-    InFlight { same_request: bool },
+    /// Another request holds the key and has not finished: try again later (409).
+    InFlight { same_request: bool, held: HeldLease },
     /// The key was completed by a request with this fingerprint.
     Completed { same_request: bool, response: StoredResponse },
 }
@@ -153,6 +177,26 @@ mod tests {
         for bad in ["a b", "a\"b", "é", "a;b", "a,b", "\"abc", "a\\b"] {
             assert_eq!(IdempotencyKey::parse(bad), Err(InvalidKey::BadCharacter), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_young_lease_waits_for_its_order_an_orphan_for_its_lease() {
+        let settings = KeySettings {
+            lease: Duration::from_secs(30),
+            retention: Duration::from_secs(3600),
+            longest_order: Duration::from_secs(3),
+        };
+        let t0 = DateTime::<Utc>::UNIX_EPOCH;
+        let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+        let held = HeldLease { since: t0, until: at(30_000) };
+        let wait = |now_ms: i64| settings.retry_after(held, at(now_ms));
+        assert_eq!(wait(0), Duration::from_secs(3), "just leased: the longest order");
+        assert_eq!(wait(2_500), Duration::from_millis(500), "the live order is nearly done");
+        assert_eq!(wait(3_000), Duration::from_secs(27), "past any order: a crash left it");
+        assert_eq!(wait(10_000), Duration::from_secs(20));
+        assert_eq!(wait(31_000), Duration::ZERO, "expired: the next claim takes it over");
+        let short = HeldLease { since: t0, until: at(1_000) };
+        assert_eq!(settings.retry_after(short, t0), Duration::from_secs(1), "never past the lease");
     }
 
     #[test]

@@ -54,9 +54,10 @@ pub enum ApiError {
     /// 422 `idempotency-key-reused`: the key was first used for a different request.
     #[error("this Idempotency-Key was used for a different request")]
     KeyReused,
-    /// 409 `idempotency-key-in-flight`: the first request with this key has not finished.
-    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
-    KeyInFlight,
+    /// 409 `idempotency-key-in-flight`: the first request with this key has not finished;
+    /// `retry_after` is when it must have (or, after a crash, when its lease runs out).
+    #[error("a request with this Idempotency-Key is still being processed; retry later")]
+    KeyInFlight { retry_after: Duration },
     /// 408 `request-timeout`: the body did not arrive in time.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
@@ -162,7 +163,7 @@ impl ApiError {
             ApiError::KeyReused => {
                 Spec::new(S::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused", self.to_string())
             }
-            ApiError::KeyInFlight => key_in_flight(self.to_string()),
+            ApiError::KeyInFlight { retry_after } => key_in_flight(self.to_string()).retry_after(*retry_after),
             ApiError::BodyTimeout => {
                 Spec::new(S::REQUEST_TIMEOUT, "request-timeout", "Request timeout", self.to_string())
             }
@@ -311,7 +312,7 @@ mod tests {
             (ApiError::UnsupportedMediaType, 415, "unsupported-media-type", false),
             (ApiError::Overloaded, 503, "load-shed", true),
             (ApiError::KeyReused, 422, "idempotency-key-reused", false),
-            (ApiError::KeyInFlight, 409, "idempotency-key-in-flight", true),
+            (ApiError::KeyInFlight { retry_after: Duration::from_secs(20) }, 409, "idempotency-key-in-flight", true),
             (StoreError::KeyLeaseLost.into(), 409, "idempotency-key-in-flight", true),
             (ApiError::BodyTimeout, 408, "request-timeout", false),
             (ApiError::InvalidInput(vec![]), 422, "invalid-input", false),
@@ -411,7 +412,7 @@ mod tests {
             LazyJust::new(|| ApiError::NotFound("no such resource")),
             LazyJust::new(|| ApiError::MethodNotAllowed),
             LazyJust::new(|| ApiError::KeyReused),
-            LazyJust::new(|| ApiError::KeyInFlight),
+            (0..100_000u64).prop_map(|ms| ApiError::KeyInFlight { retry_after: Duration::from_millis(ms) }),
             LazyJust::new(|| ApiError::BodyTimeout),
             LazyJust::new(|| ApiError::Overloaded),
             ".*".prop_map(|s| ApiError::Internal(format!("{SECRET}{s}"))),

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use super::error::ApiError;
 
@@ -89,6 +90,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             .await
             .map(|axum::extract::Query(value)| QueryParams(value))
             .map_err(|rejection: QueryRejection| ApiError::MalformedRequest(rejection.body_text()))
+    }
+}
+
+/// The `{id}` of `/v1/orders/{id}` as an order id. An id that cannot be one (not a UUID, or not
+/// even UTF-8 once percent-decoded) is a 404 like an unknown order, never axum's plain-text 400.
+pub struct OrderIdPath(pub Uuid);
+
+/// The 404 detail for an order id that names no order.
+pub const NO_SUCH_ORDER: &str = "no order with this id";
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(
+            |rejection| match rejection {
+                // The route has no `{id}`: a bug here, not the client's fault.
+                PathRejection::MissingPathParams(e) => ApiError::Internal(e.body_text()),
+                _ => ApiError::NotFound(NO_SUCH_ORDER),
+            },
+        )?;
+        Uuid::parse_str(&raw).map(OrderIdPath).map_err(|_| ApiError::NotFound(NO_SUCH_ORDER))
     }
 }
 

@@ -58,10 +58,12 @@ pub async fn place_once(
     let refused = match claim {
         KeyClaim::Leased(_) => None,
         KeyClaim::Completed { same_request: true, response } => Some(Ok(Placed::Replayed(response))),
-        KeyClaim::Completed { same_request: false, .. } | KeyClaim::InFlight { same_request: false } => {
+        KeyClaim::Completed { same_request: false, .. } | KeyClaim::InFlight { same_request: false, .. } => {
             Some(Err(ApiError::KeyReused))
         }
-        KeyClaim::InFlight { same_request: true } => Some(Err(ApiError::KeyInFlight)),
+        KeyClaim::InFlight { same_request: true, held } => {
+            Some(Err(ApiError::KeyInFlight { retry_after: app.keys.retry_after(held, Utc::now()) }))
+        }
     };
     if let Some(answer) = refused {
         guard.disarm(); // the key is someone else's: this request wrote nothing

@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI.
 
 pub mod admission;
+mod docs;
 pub mod error;
 mod extract;
 pub mod health;
@@ -68,7 +69,7 @@ pub struct HttpLimits {
 }
 
 /// The whole API, with `/metrics` unless it has an address of its own ([`metrics_router`]).
-/// Layers, outermost first: request id (kept if the client sent one) → echo it on the
+/// Layers, outermost first: request id (kept if the client sent a short plain one) → echo it on the
 /// response → span + log line + metrics → panics become 500 problems; the `/v1` routes also
 /// pass [`admission`] (separate read and write limits; a write's body is read before its permit).
 pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router {
@@ -84,7 +85,8 @@ pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router
         .merge(api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/openapi.json", get(openapi::openapi_json));
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(docs::router());
     if with_metrics {
         routes = routes.route("/metrics", get(render_metrics));
     }
@@ -95,6 +97,7 @@ pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router
         .layer(Extension(body))
         .layer(
             ServiceBuilder::new()
+                .map_request(observe::drop_unusable_request_id)
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(middleware::from_fn(observe::observe))
@@ -117,6 +120,7 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::NotFound("no such resource") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 

@@ -1,9 +1,13 @@
 //! One span and one log line per request: request id, route, status, latency, and for a 5xx
 //! the internal cause, logged here once and never sent to the client.
+//!
+//! Labels and log fields are bounded: the method and route labels come from fixed lists, and a
+//! client's `x-request-id` is kept only when it is short and plain (else a new one is made).
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -11,10 +15,29 @@ use tracing::Instrument;
 use super::error::ProblemCause;
 use crate::telemetry::context::{self, Correlation};
 
+/// Every route pattern the routers serve, so a route label is a `&'static str` taken from here.
+/// A matched route missing from this list would show as `other` (the hostile_labels test
+/// requests every route and fails on that).
+const ROUTES: [&str; 10] = [
+    "/v1/orders",
+    "/v1/order",
+    "/v1/orders/{id}",
+    "/health/live",
+    "/health/ready",
+    "/openapi.json",
+    "/metrics",
+    "/docs",
+    "/docs/",
+    "/docs/{*file}",
+];
+
+/// Longest client `x-request-id` kept (Heroku's router keeps 20–200 characters).
+const MAX_REQUEST_ID_LEN: usize = 200;
+
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
-    let method = request.method().clone();
+    let route = route_label(request.extensions().get::<MatchedPath>());
+    let method = method_label(request.method());
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let correlation = Correlation {
         request_id: request.headers().get("x-request-id").cloned(),
@@ -24,7 +47,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let response = context::scope(correlation, next.run(request).instrument(span.clone())).await;
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    crate::telemetry::metrics::http_request(method.as_str(), &route, status, started.elapsed());
+    crate::telemetry::metrics::http_request(method, route, status, started.elapsed());
     let _entered = span.enter();
     match response.extensions().get::<ProblemCause>() {
         Some(ProblemCause(cause)) => {
@@ -33,6 +56,46 @@ pub async fn observe(request: Request, next: Next) -> Response {
         None => tracing::info!(status, latency_ms, "request"),
     }
     response
+}
+
+/// The route pattern that matched; `unmatched` for a 404 of the fallback. A 405 keeps the route
+/// whose path matched.
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    match matched {
+        None => "unmatched",
+        Some(path) => ROUTES.iter().find(|route| **route == path.as_str()).copied().unwrap_or("other"),
+    }
+}
+
+/// The methods of RFC 9110 and PATCH by name; any other (extension methods are any token a
+/// client invents) is `other`.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// Drops a client `x-request-id` that is empty, longer than [`MAX_REQUEST_ID_LEN`] or not
+/// plain (`[A-Za-z0-9._:+/=-]`), so the layer after this one makes a new id: the id goes into
+/// every log line, the response and both upstream calls, and must stay short and printable.
+pub fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = |id: &[u8]| {
+        (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+            && id.iter().all(|b| b.is_ascii_alphanumeric() || b"._:+/=-".contains(b))
+    };
+    if request.headers().get("x-request-id").is_some_and(|id| !usable(id.as_bytes())) {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
 }
 
 /// `00-{32 hex}-{16 hex}-{2 hex}`: only a well-formed W3C traceparent is passed on.
@@ -56,5 +119,30 @@ mod tests {
         assert!(!is_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"));
         assert!(!is_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
         assert!(!is_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736\n0f067aa0ba902b7-01"));
+    }
+
+    #[test]
+    fn only_known_methods_are_labels() {
+        for known in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"] {
+            assert_eq!(method_label(&Method::from_bytes(known.as_bytes()).expect("method")), known);
+        }
+        for invented in ["get", "BREW", "PROPFIND", &"X".repeat(2048)] {
+            assert_eq!(method_label(&Method::from_bytes(invented.as_bytes()).expect("method")), "other");
+        }
+    }
+
+    #[test]
+    fn only_short_plain_request_ids_are_kept() {
+        let kept = |id: &[u8]| {
+            let request = Request::builder().header("x-request-id", id).body(axum::body::Body::empty());
+            drop_unusable_request_id(request.expect("request")).headers().contains_key("x-request-id")
+        };
+        assert!(kept(b"abc-123"));
+        assert!(kept(b"01a201cc-2f07-76cc-9f2b-6034296582c8"));
+        assert!(kept("k".repeat(MAX_REQUEST_ID_LEN).as_bytes()));
+        assert!(!kept("k".repeat(MAX_REQUEST_ID_LEN + 1).as_bytes()));
+        assert!(!kept(b""));
+        assert!(!kept(b"a b"));
+        assert!(!kept(b"caf\xc3\xa9"));
     }
 }

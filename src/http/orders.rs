@@ -1,7 +1,7 @@
 //! `POST /v1/orders` (and the older `POST /v1/order`), `GET /v1/orders/{id}`, `GET /v1/orders`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, FieldError, Problem};
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{JsonBody, NO_SUCH_ORDER, OrderIdPath, QueryParams};
 use super::idempotency::{self, IDEMPOTENT_REPLAYED, Placed};
 use crate::domain::order::rfc3339;
 use crate::domain::{Order, ProductCode, UserId, ids};
@@ -196,14 +196,15 @@ pub async fn create_order_legacy(
     params(("id" = String, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (also for an id that cannot be one: not a UUID, not UTF-8)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable, or too many reads in flight (load-shed)", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderResponse>, ApiError> {
-    const MISSING: &str = "no order with this id";
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(MISSING))?;
-    let order = app.store.get_order(id).await?.ok_or(ApiError::NotFound(MISSING))?;
+pub async fn get_order(
+    State(app): State<AppState>,
+    OrderIdPath(id): OrderIdPath,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let order = app.store.get_order(id).await?.ok_or(ApiError::NotFound(NO_SUCH_ORDER))?;
     Ok(Json(order.into()))
 }
 

@@ -10,7 +10,9 @@
 //! - `postgres`, `sqlite` — that contract per backend.
 //! - [`publisher`] — one lapin connection and channel, the event envelope.
 //! - [`relay`] — one pass ([`Relay::relay_once`]) and the loop around it.
+//! - [`pending`] — `outbox_pending` while the relay is off.
 
+pub mod pending;
 mod postgres;
 pub mod publisher;
 pub mod relay;

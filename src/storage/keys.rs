@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{OrderStore, StoreError};
-use crate::domain::idempotency::{KeyClaim, StoredResponse};
+use crate::domain::idempotency::{HeldLease, KeyClaim, StoredResponse};
 
 /// The instants a lease is taken with; passed in so tests control the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,13 +42,16 @@ pub(super) struct KeyRow {
     order_id: Option<Uuid>,
     response_status: Option<i32>,
     response_body: Option<String>,
+    created_at: DateTime<Utc>,
+    locked_until: DateTime<Utc>,
 }
 
 impl KeyRow {
     pub(super) fn into_claim(self, fingerprint: &str) -> Result<KeyClaim, StoreError> {
         let same_request = self.fingerprint == fingerprint;
+        let held = HeldLease { since: self.created_at, until: self.locked_until };
         match (self.response_status, self.order_id, self.response_body) {
-            (None, _, _) => Ok(KeyClaim::InFlight { same_request }),
+            (None, _, _) => Ok(KeyClaim::InFlight { same_request, held }),
             (Some(status), Some(order_id), Some(body)) => {
                 let status = u16::try_from(status).map_err(|_| corrupt("response_status out of range"))?;
                 Ok(KeyClaim::Completed { same_request, response: StoredResponse { status, order_id, body } })
@@ -66,19 +69,24 @@ fn corrupt(why: &str) -> StoreError {
 mod tests {
     use super::*;
 
+    const SINCE: DateTime<Utc> = DateTime::<Utc>::UNIX_EPOCH;
+
     fn row(status: Option<i32>, body: Option<&str>) -> KeyRow {
         KeyRow {
             fingerprint: "f".into(),
             order_id: status.map(|_| Uuid::nil()),
             response_status: status,
             response_body: body.map(Into::into),
+            created_at: SINCE,
+            locked_until: SINCE + chrono::Duration::seconds(30),
         }
     }
 
     #[test]
-    fn a_row_without_a_response_is_in_flight() {
-        assert_eq!(row(None, None).into_claim("f").ok(), Some(KeyClaim::InFlight { same_request: true }));
-        assert_eq!(row(None, None).into_claim("g").ok(), Some(KeyClaim::InFlight { same_request: false }));
+    fn a_row_without_a_response_is_in_flight_with_its_lease() {
+        let held = HeldLease { since: SINCE, until: SINCE + chrono::Duration::seconds(30) };
+        assert_eq!(row(None, None).into_claim("f").ok(), Some(KeyClaim::InFlight { same_request: true, held }));
+        assert_eq!(row(None, None).into_claim("g").ok(), Some(KeyClaim::InFlight { same_request: false, held }));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::keys::{KeyRow, KeyTimes};
 use super::row::{OrderRow, select_orders};
 use super::{ListFilter, OrderStore, PoolSettings, StoreError};
 use crate::domain::Order;
-use crate::domain::idempotency::{KeyClaim, KeyCompletion, KeyLease};
+use crate::domain::idempotency::{HeldLease, KeyClaim, KeyCompletion, KeyLease};
 use crate::outbox::Outbox;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -124,7 +124,8 @@ impl OrderStore for SqliteStore {
                 return Ok(KeyClaim::Leased(lease.clone()));
             }
             let held: Option<KeyRow> = sqlx::query_as(
-                "SELECT fingerprint, order_id, response_status, response_body FROM idempotency_keys WHERE key = ?1",
+                "SELECT fingerprint, order_id, response_status, response_body, created_at, locked_until \
+                 FROM idempotency_keys WHERE key = ?1",
             )
             .bind(lease.key.as_str())
             .fetch_optional(&self.pool)
@@ -133,7 +134,8 @@ impl OrderStore for SqliteStore {
                 return held.into_claim(fingerprint);
             }
         }
-        Ok(KeyClaim::InFlight { same_request: true })
+        // Taken and released three times over meanwhile: busy, but by short-lived holders.
+        Ok(KeyClaim::InFlight { same_request: true, held: HeldLease { since: times.now, until: times.now } })
     }
 
     async fn release_key(&self, lease: &KeyLease) -> Result<(), StoreError> {

@@ -4,10 +4,11 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use chrono::Utc;
-use order_service::domain::idempotency::{IdempotencyKey, KeyClaim, KeyLease, KeySettings};
+use chrono::{SubsecRound, Utc};
+use order_service::domain::idempotency::{HeldLease, IdempotencyKey, KeyClaim, KeyLease, KeySettings};
 use order_service::storage::{self, KeyTimes, PoolSettings, StoreError};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -23,6 +24,7 @@ crate::on_both_backends!(
     a_failed_order_frees_its_key_for_the_retry,
     concurrent_duplicates_place_one_order_and_publish_one_event,
     leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing,
+    a_409_says_how_long_the_key_stays_held,
 );
 
 const ADA: &str = "7c11e1ce2741";
@@ -186,7 +188,9 @@ async fn concurrent_duplicates_place_one_order_and_publish_one_event(backend: Ba
             201 => created.push(body["id"].as_str().expect("id").to_owned()),
             409 => {
                 assert_eq!(body["type"], "/problems/idempotency-key-in-flight");
-                assert_eq!(retry_after.as_deref(), Some("1"));
+                // Until the first request's order must be done: the longest order is 2 s + 1 s.
+                let seconds = retry_after.and_then(|s| s.parse::<u64>().ok());
+                assert!(seconds.is_some_and(|s| (1..=3).contains(&s)), "Retry-After {seconds:?}");
                 in_flight += 1;
             }
             other => panic!("unexpected {other}: {body}"),
@@ -213,8 +217,13 @@ async fn leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing(backen
     let db = TestDb::new(backend).await;
     let pool = PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(5) };
     let store = storage::connect(&db.url, pool).await.expect("store");
-    let settings = KeySettings { lease: Duration::from_secs(30), retention: Duration::from_secs(3600) };
-    let t0 = Utc::now();
+    let settings = KeySettings {
+        lease: Duration::from_secs(30),
+        retention: Duration::from_secs(3600),
+        longest_order: Duration::from_secs(3),
+    };
+    // Whole seconds, so the lease instants read back compare equal on both backends.
+    let t0 = Utc::now().trunc_subsecs(0);
     let at = |secs: i64| settings.times(t0 + chrono::Duration::seconds(secs));
     let key = IdempotencyKey::parse("k-1").expect("key");
     let lease = |n: u128| KeyLease { key: key.clone(), token: Uuid::from_u128(n) };
@@ -224,8 +233,9 @@ async fn leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing(backen
     };
 
     assert_eq!(claim(1, "a", at(0)).await, KeyClaim::Leased(lease(1)));
-    assert_eq!(claim(2, "a", at(10)).await, KeyClaim::InFlight { same_request: true });
-    assert_eq!(claim(2, "b", at(10)).await, KeyClaim::InFlight { same_request: false });
+    let held = HeldLease { since: at(0).now, until: at(0).lease_until };
+    assert_eq!(claim(2, "a", at(10)).await, KeyClaim::InFlight { same_request: true, held });
+    assert_eq!(claim(2, "b", at(10)).await, KeyClaim::InFlight { same_request: false, held });
     // Lease 1 (a crashed request, say) expires; the next request takes the key over.
     assert_eq!(claim(2, "a", at(31)).await, KeyClaim::Leased(lease(2)));
 
@@ -235,7 +245,8 @@ async fn leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing(backen
     assert!(matches!(store.insert_order(&order, Some(&stale)).await, Err(StoreError::KeyLeaseLost)));
     assert_eq!(db.count("orders").await, 0, "a lost lease rolls the order back");
     store.release_key(&lease(1)).await.expect("release");
-    assert_eq!(claim(3, "a", at(32)).await, KeyClaim::InFlight { same_request: true }, "still held by lease 2");
+    let held = HeldLease { since: at(31).now, until: at(31).lease_until };
+    assert_eq!(claim(3, "a", at(32)).await, KeyClaim::InFlight { same_request: true, held }, "still held by lease 2");
 
     let done =
         order_service::domain::idempotency::KeyCompletion { lease: lease(2), status: 201, body: "{\"x\":1}".into() };
@@ -253,6 +264,48 @@ async fn leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing(backen
     assert_eq!(db.count("idempotency_keys").await, 0);
     assert_eq!(claim(4, "b", at(3700)).await, KeyClaim::Leased(lease(4)));
     assert_eq!(db.count("orders").await, 1, "forgetting a key keeps its order");
+}
+
+/// Leases a key as a request would, `age` ago for `lease`, straight into the database (a crashed
+/// request leaves exactly such a row).
+async fn lease_key_directly(db: &TestDb, key: &str, age: chrono::Duration, lease: chrono::Duration) {
+    let now = Utc::now();
+    let fingerprint = order_service::domain::idempotency::fingerprint(ADA, BOX);
+    let (since, until, expires) = (now - age, now - age + lease, now + chrono::Duration::days(1));
+    let sql = "INSERT INTO idempotency_keys (key, fingerprint, token, locked_until, expires_at, created_at) \
+               VALUES ($1, $2, $3, $4, $5, $6)";
+    match db.backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+            let query = sqlx::query(sql).bind(key).bind(&fingerprint).bind(Uuid::now_v7()).bind(until);
+            query.bind(expires).bind(since).execute(&mut conn).await.expect("insert a leased key");
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.expect("connect");
+            let query = sqlx::query(sql).bind(key).bind(&fingerprint).bind(Uuid::now_v7()).bind(until);
+            query.bind(expires).bind(since).execute(&mut conn).await.expect("insert a leased key");
+        }
+    }
+}
+
+/// `Retry-After` of a 409: the time until the holder's order must be done (a live request), or
+/// until its lease runs out (a request that crashed long ago), never a blind `1`.
+async fn a_409_says_how_long_the_key_stays_held(backend: Backend) {
+    let app = TestApp::builder(backend).upstreams(slow_upstreams(Duration::ZERO).await).spawn().await;
+    let body = json!({"user_id": ADA, "product_code": BOX});
+    let retry_after = |response: &reqwest::Response| -> u64 {
+        assert_eq!(response.status(), 409);
+        response.headers()["retry-after"].to_str().ok().and_then(|s| s.parse().ok()).expect("seconds")
+    };
+    // Left by a crash 10 s ago with a 30 s lease: 20 s to run. (The longest order is 2 s + 1 s.)
+    lease_key_directly(&app.db, "orphan", chrono::Duration::seconds(10), chrono::Duration::seconds(30)).await;
+    let orphan = retry_after(&post_keyed(&app, "orphan", &body).await);
+    assert!((18..=20).contains(&orphan), "Retry-After {orphan} for a lease with 20 s to run");
+    // Taken a moment ago: the holder's order is done within the longest an order takes (3 s).
+    lease_key_directly(&app.db, "young", chrono::Duration::zero(), chrono::Duration::seconds(30)).await;
+    let young = retry_after(&post_keyed(&app, "young", &body).await);
+    assert!((2..=3).contains(&young), "Retry-After {young} for a lease just taken");
+    assert_eq!(app.db.count("orders").await, 0);
 }
 
 /// A completed key survives a kill -9 and a restart of the real binary.

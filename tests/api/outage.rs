@@ -8,11 +8,14 @@ use std::time::Duration;
 use order_service::outbox::RelaySettings;
 use tokio::sync::Notify;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, sample};
 use crate::outbox::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
 use crate::proxy::CutProxy;
 
-crate::on_both_backends!(orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order);
+crate::on_both_backends!(
+    orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order,
+    with_the_relay_off_outbox_pending_still_counts_the_waiting_events,
+);
 
 async fn orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order(backend: Backend) {
     let mut consumer = TestConsumer::bind().await;
@@ -90,4 +93,23 @@ async fn the_relay_stops_when_asked_and_leaves_later_rows_pending() {
     wake.notify_one(); // nobody listens any more
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 1);
+}
+
+/// No `AMQP_URL`: events wait in the outbox, and `outbox_pending` says how many (a growing
+/// backlog is exactly what an operator needs to see then).
+async fn with_the_relay_off_outbox_pending_still_counts_the_waiting_events(backend: Backend) {
+    let app = app(backend, &[("OUTBOX_PENDING_INTERVAL_MS", "100")]).await;
+    create(&app, 3).await;
+    let mut reported = None;
+    for _ in 0..100 {
+        let metrics = app.metrics().await;
+        let series = metrics.lines().any(|line| line.starts_with("outbox_pending "));
+        reported = series.then(|| sample(&metrics, "outbox_pending", &[]));
+        if reported == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reported, Some(3.0), "outbox_pending with the relay off");
+    assert_eq!(app.ready().await["broker"]["status"], "disabled");
 }

@@ -273,3 +273,17 @@ async fn requests_over_the_in_flight_limit_are_shed_but_probes_are_not() {
     let metrics = app.metrics().await;
     assert_eq!(sample(&metrics, "http_server_requests_total", &[("route", "/v1/orders"), ("status", "503")]), 1.0);
 }
+
+/// `chaos/outage user` is in force when the admin API answers: the order right after it cannot
+/// reach the user-service over the connection the one before it pooled.
+#[tokio::test]
+async fn an_injected_outage_holds_for_the_very_next_order() {
+    let app = TestApp::builder(Backend::Sqlite).spawn().await;
+    assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201, "pools a keep-alive connection");
+    let fault = serde_json::json!({"upstream": "user", "fault": {"type": "outage"}});
+    let admin = app.upstreams.sim().admin_url();
+    let injected = app.http.post(format!("{admin}/__admin/faults")).json(&fault).send().await.expect("admin");
+    assert_eq!(injected.status(), 201);
+    let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
+    assert_eq!((status, body["detail"].as_str()), (502, Some("user-service: connection failed")), "{body}");
+}

@@ -11,7 +11,7 @@ use reqwest::Url;
 use crate::domain::idempotency::KeySettings;
 use crate::outbox::RelaySettings;
 use crate::upstream::breaker::{BreakerConfig, KeyedConfig};
-use crate::upstream::retry::Backoff;
+use crate::backoff::Backoff;
 use crate::upstream::stack::StackConfig;
 
 /// Everything the service needs to start; see the README for each variable.

@@ -14,6 +14,7 @@
 //! - [`telemetry`] — logging and metrics.
 //! - [`startup`] — builds the `Application` from a `Config` and runs it.
 
+pub mod backoff;
 pub mod config;
 pub mod domain;
 pub mod http;

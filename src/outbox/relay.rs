@@ -16,7 +16,7 @@ use super::publisher::{self, PublishError, Publisher};
 use super::store::{self, Outbox, OutboxRow};
 use crate::storage::StoreError;
 use crate::telemetry::metrics;
-use crate::upstream::retry::Backoff;
+use crate::backoff::Backoff;
 
 /// How the relay paces itself; see the README for each `OUTBOX_*` variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

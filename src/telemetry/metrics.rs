@@ -7,7 +7,6 @@ use std::time::Duration;
 use metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::upstream::breaker::StateName;
 
 pub const HTTP_REQUESTS: &str = "http_server_requests_total";
 pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
@@ -173,23 +172,21 @@ pub fn upstream_retry(upstream: &'static str) {
     counter!(UPSTREAM_RETRIES, "upstream" => upstream).increment(1);
 }
 
-/// Sets the state gauge: 1 for `current`, 0 for the other states.
-pub fn breaker_state(upstream: &'static str, current: StateName) {
-    for state in StateName::ALL {
-        gauge!(BREAKER_STATE, "upstream" => upstream, "state" => state.as_str())
-            .set(f64::from(u8::from(state == current)));
+/// Sets the state gauge: 1 for `current`, 0 for the other states of `all`.
+pub fn breaker_state(upstream: &'static str, current: &'static str, all: &[&'static str]) {
+    for state in all {
+        gauge!(BREAKER_STATE, "upstream" => upstream, "state" => *state).set(f64::from(u8::from(*state == current)));
     }
 }
 
-pub fn breaker_transition(upstream: &'static str, from: StateName, to: StateName) {
-    counter!(BREAKER_TRANSITIONS, "upstream" => upstream, "from" => from.as_str(), "to" => to.as_str()).increment(1);
-    breaker_state(upstream, to);
+/// The upstream-wide breaker changed state (the state gauge is set by [`breaker_state`]).
+pub fn breaker_transition(upstream: &'static str, from: &'static str, to: &'static str) {
+    counter!(BREAKER_TRANSITIONS, "upstream" => upstream, "from" => from, "to" => to).increment(1);
 }
 
 /// One key's breaker changed state; the key itself is logged, never a label.
-pub fn breaker_key_transition(upstream: &'static str, from: StateName, to: StateName) {
-    counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => from.as_str(), "to" => to.as_str())
-        .increment(1);
+pub fn breaker_key_transition(upstream: &'static str, from: &'static str, to: &'static str) {
+    counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => from, "to" => to).increment(1);
 }
 
 pub fn breaker_keys_open(upstream: &'static str, open: usize) {

@@ -24,7 +24,8 @@ use super::breaker::{BreakerHandle, KeyedConfig};
 use super::deadline::DeadlineLayer;
 use super::not_found::NotFoundCache;
 use super::observe::ObserveLayer;
-use super::retry::{Backoff, RetryPolicy};
+use super::retry::RetryPolicy;
+use crate::backoff::Backoff;
 use super::transport::Transport;
 use super::{Decode, Upstream, UpstreamClient, UpstreamError, UpstreamRequest};
 

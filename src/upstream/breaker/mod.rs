@@ -43,7 +43,7 @@ pub struct BreakerStatus {
 
 impl BreakerHandle {
     pub fn new(upstream: Upstream, config: KeyedConfig) -> Self {
-        metrics::breaker_state(upstream.as_str(), StateName::Closed);
+        metrics::breaker_state(upstream.as_str(), StateName::Closed.as_str(), &StateName::LABELS);
         metrics::breaker_keys_open(upstream.as_str(), 0);
         let transitions = Transition::ALL.map(|t| (t.from.as_str(), t.to.as_str()));
         metrics::breaker_transitions_registered(upstream.as_str(), &transitions);
@@ -67,7 +67,7 @@ impl BreakerHandle {
         }
         self.shared.report(Changes { upstream: upstream_transition, key: None }, "", None);
         let upstream = self.shared.upstream;
-        metrics::breaker_state(upstream.as_str(), state);
+        metrics::breaker_state(upstream.as_str(), state.as_str(), &StateName::LABELS);
         metrics::breaker_keys_open(upstream.as_str(), keys_open);
         BreakerStatus { upstream, state, keys_open }
     }
@@ -98,11 +98,12 @@ impl Shared {
     fn report(&self, changes: Changes, key: &str, keys_open: Option<usize>) {
         let upstream = self.upstream.as_str();
         if let Some(t) = changes.upstream {
-            metrics::breaker_transition(upstream, t.from, t.to);
+            metrics::breaker_transition(upstream, t.from.as_str(), t.to.as_str());
+            metrics::breaker_state(upstream, t.to.as_str(), &StateName::LABELS);
             tracing::warn!(upstream, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
         }
         if let (Some(t), Some(keys_open)) = (changes.key, keys_open) {
-            metrics::breaker_key_transition(upstream, t.from, t.to);
+            metrics::breaker_key_transition(upstream, t.from.as_str(), t.to.as_str());
             metrics::breaker_keys_open(upstream, keys_open);
             tracing::info!(
                 upstream,

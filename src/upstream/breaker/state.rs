@@ -43,6 +43,8 @@ pub enum StateName {
 
 impl StateName {
     pub const ALL: [StateName; 3] = [StateName::Closed, StateName::Open, StateName::HalfOpen];
+    /// The `state` label values, in the order of [`StateName::ALL`].
+    pub const LABELS: [&'static str; 3] = ["closed", "open", "half_open"];
 
     /// The `state` / `from` / `to` metric label.
     pub fn as_str(self) -> &'static str {

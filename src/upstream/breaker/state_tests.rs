@@ -216,3 +216,8 @@ fn tick_leaves_a_closed_breaker_alone() {
     assert_eq!(b.tick(now + Duration::from_secs(3600)), None);
     assert_eq!(b.state(), StateName::Closed);
 }
+
+#[test]
+fn the_state_labels_are_the_states_names() {
+    assert_eq!(StateName::ALL.map(StateName::as_str), StateName::LABELS);
+}

@@ -9,14 +9,15 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
-use crate::domain::{OrderService, Product, User};
-use crate::http::serve::{self, ServeSettings};
-use crate::http::{AppState, HttpLimits, metrics_router, router};
-use crate::outbox::{self, NotifyingStore, Relay, RelayHandle};
-use crate::storage::{self, OrderStore, PoolSettings, StoreError};
+use crate::config::{Config, HttpConfig, ShutdownConfig};
+use crate::domain::idempotency::purge_forever;
+use crate::domain::{Lookup, OrderService, OrderStore, OutboxStore, Product, StoreError, Upstream, User};
+use crate::http::{AppState, metrics_router, router, serve};
+use crate::ops::BreakerPanel;
+use crate::relay::{self, NotifyingStore, Relay, RelayHandle, publisher::Amqp};
+use crate::storage;
 use crate::telemetry;
-use crate::upstream::{Upstream, stack, transport};
+use crate::upstream::{stack, transport};
 
 /// How often forgotten idempotency keys are deleted (they are ignored as soon as they expire).
 const KEY_PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -35,20 +36,15 @@ pub struct Application {
     router: Router,
     /// `/metrics` on its own address (`METRICS_ADDR`), when configured.
     metrics: Option<(TcpListener, Router)>,
-    connections: ServeSettings,
+    http: HttpConfig,
     store: Arc<dyn OrderStore>,
+    outbox: Arc<dyn OutboxStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
     /// How often `outbox_pending` is counted when there is no relay to count it.
     outbox_pending_interval: Duration,
     draining: Arc<AtomicBool>,
-    shutdown: ShutdownSettings,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ShutdownSettings {
-    delay: Duration,
-    drain_timeout: Duration,
+    shutdown: ShutdownConfig,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -56,15 +52,14 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
 }
 
 impl Application {
+    /// Builds every adapter from its part of `config` and wires them into the use case and the
+    /// router: the one place that knows them all.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let pool = PoolSettings {
-            max_connections: config.database_max_connections,
-            acquire_timeout: config.database_acquire_timeout,
-        };
-        let mut store = storage::connect(&config.database_url, pool).await?;
-        let relay = config.amqp_url.clone().map(|url| {
+        let stores = storage::connect(&config.database).await?;
+        let mut store = stores.orders;
+        let relay = config.broker.amqp_url.clone().map(|url| {
             let wake = Arc::new(tokio::sync::Notify::new());
-            (Relay::new(store.outbox(), url, config.relay), wake)
+            (Relay::new(Arc::clone(&stores.outbox), Arc::new(Amqp { url }), config.broker.relay), wake)
         });
         if let Some((_, wake)) = &relay {
             store = Arc::new(NotifyingStore::new(store, Arc::clone(wake)));
@@ -72,42 +67,43 @@ impl Application {
         let http = transport::http_client();
         let metrics = telemetry::metrics::install();
         telemetry::metrics::orders_registered(&crate::http::error::SLUGS);
+        let upstreams = &config.upstreams;
         let (users, user_breakers) =
-            stack::build::<User>(http.clone(), Upstream::User, config.user_service_url.clone(), &config.user_stack);
+            stack::build::<User>(http.clone(), Upstream::User, upstreams.user.url.clone(), &upstreams.user.stack);
         let (products, product_breakers) =
-            stack::build::<Product>(http, Upstream::Product, config.product_service_url.clone(), &config.product_stack);
-        let orders = OrderService::new(users, products, Arc::clone(&store), config.order_deadline);
+            stack::build::<Product>(http, Upstream::Product, upstreams.product.url.clone(), &upstreams.product.stack);
+        let (users, products): (Arc<dyn Lookup<User>>, Arc<dyn Lookup<Product>>) =
+            (Arc::new(users), Arc::new(products));
+        let orders = OrderService::new(users, products, Arc::clone(&store), config.orders.deadline);
+        let breakers: Vec<Arc<dyn BreakerPanel>> = vec![Arc::new(user_breakers), Arc::new(product_breakers)];
         let draining = Arc::new(AtomicBool::new(false));
         let state = AppState {
             orders,
             store: Arc::clone(&store),
             relay: relay.as_ref().map(|(relay, _)| relay.status()),
-            breakers: vec![user_breakers, product_breakers],
+            breakers,
             metrics,
             draining: Arc::clone(&draining),
-            keys: config.idempotency,
+            keys: config.orders.idempotency,
         };
-        let listener = bind(config.http_addr).await?;
-        let metrics = match config.metrics_addr {
+        let listener = bind(config.http.addr).await?;
+        let metrics = match config.http.metrics_addr {
             Some(addr) => Some((bind(addr).await?, metrics_router(state.clone()))),
             None => None,
         };
-        let limits = HttpLimits {
-            body_limit_bytes: config.body_limit_bytes,
-            body_read_timeout: config.body_read_timeout,
-            max_in_flight: config.max_in_flight,
-            max_reads_in_flight: config.max_reads_in_flight,
-        };
-        let router = router(state, limits, metrics.is_none());
-        let shutdown = ShutdownSettings { delay: config.shutdown_delay, drain_timeout: config.shutdown_drain_timeout };
-        let connections = ServeSettings {
-            header_read_timeout: config.header_read_timeout,
-            first_byte_timeout: config.first_byte_timeout,
-            idle_timeout: config.idle_timeout,
-            max_connections: config.max_connections,
-        };
-        let outbox_pending_interval = config.outbox_pending_interval;
-        Ok(Self { listener, router, metrics, connections, store, relay, outbox_pending_interval, draining, shutdown })
+        let router = router(state, &config.http, metrics.is_none());
+        Ok(Self {
+            listener,
+            router,
+            metrics,
+            http: config.http,
+            store,
+            outbox: stores.outbox,
+            relay,
+            outbox_pending_interval: config.broker.pending_interval,
+            draining,
+            shutdown: config.shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -139,8 +135,8 @@ impl Application {
         // Without a relay nobody else counts the backlog, which then only grows.
         let pending = relay
             .is_none()
-            .then(|| tokio::spawn(outbox::pending::count_forever(self.store.outbox(), self.outbox_pending_interval)));
-        let purge = tokio::spawn(storage::purge_forever(Arc::clone(&self.store), KEY_PURGE_INTERVAL));
+            .then(|| tokio::spawn(relay::pending::count_forever(self.outbox, self.outbox_pending_interval)));
+        let purge = tokio::spawn(purge_forever(Arc::clone(&self.store), KEY_PURGE_INTERVAL));
         let (draining, settings) = (self.draining, self.shutdown);
         let (closing, closed) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
@@ -152,14 +148,15 @@ impl Application {
             let _ = closing.send(());
         };
         // `/metrics` stays up until the very end, so the drain itself can be watched.
+        let http = self.http.clone();
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = self.metrics.map(|(listener, router)| {
             let stopped = async move {
                 let _ = metrics_stopped.await;
             };
-            tokio::spawn(serve::serve(listener, router, self.connections, stopped))
+            tokio::spawn(async move { serve::serve(listener, router, &http, stopped).await })
         });
-        let serve = serve::serve(self.listener, self.router, self.connections, graceful);
+        let serve = serve::serve(self.listener, self.router, &self.http, graceful);
         let drain_deadline = async move {
             if closed.await.is_err() {
                 std::future::pending::<()>().await;

@@ -19,8 +19,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::storage::KeyTimes;
-
 /// Longest key accepted (the draft sets no bound; UUIDs and ULIDs need 36).
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -76,19 +74,33 @@ pub fn fingerprint(user_id: &str, product_code: &str) -> String {
     serde_json::json!({ "product_code": product_code, "user_id": user_id }).to_string()
 }
 
-/// How long keys are held and kept.
+/// The instants a lease is taken with; passed in so tests control the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeySettings {
-    /// How long an unfinished request holds its key before another may take it over; longer
-    /// than any order can take (deadline + database acquire timeout), so only a crashed or
-    /// cancelled request's key is ever taken over.
-    pub lease: Duration,
-    /// How long a completed key replays its response; after that the key is forgotten.
-    pub retention: Duration,
-    /// The longest an order can take (deadline + database acquire timeout): a lease younger
-    /// than this may belong to a live request, an older one only to a crashed one.
-    pub longest_order: Duration,
+pub struct KeyTimes {
+    pub now: DateTime<Utc>,
+    /// An unfinished lease may be taken over after this.
+    pub lease_until: DateTime<Utc>,
+    /// The key (and its response) is forgotten after this.
+    pub expires_at: DateTime<Utc>,
 }
+
+/// Deletes forgotten idempotency keys every `every`, for as long as the task lives. Claims
+/// already ignore forgotten keys, so this only reclaims space; a failed pass waits for the next.
+pub async fn purge_forever(store: std::sync::Arc<dyn super::store::OrderStore>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.purge_keys(Utc::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "forgotten idempotency keys purged"),
+            Err(error) => tracing::warn!(%error, "could not purge forgotten idempotency keys"),
+        }
+    }
+}
+
+/// How long keys are held and kept; read by `config`, given meaning here.
+pub use crate::config::IdempotencyConfig as KeySettings;
 
 impl KeySettings {
     pub fn times(&self, now: DateTime<Utc>) -> KeyTimes {

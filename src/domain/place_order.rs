@@ -7,9 +7,9 @@ use tokio::time::Instant;
 
 use super::idempotency::KeyCompletion;
 use super::ids::{ProductCode, UserId};
+use super::lookup::{Lookup, Upstream, UpstreamError};
 use super::order::{Order, Product, User};
-use crate::storage::{OrderStore, StoreError};
-use crate::upstream::{Upstream, UpstreamClient, UpstreamError};
+use super::store::{OrderStore, StoreError};
 
 /// Why an order was not placed. Each variant maps to one HTTP problem in `http::error`.
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +32,16 @@ pub type CompleteKey<'a> = dyn Fn(&Order) -> KeyCompletion + Send + Sync + 'a;
 /// Places orders; cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct OrderService {
-    users: UpstreamClient<User>,
-    products: UpstreamClient<Product>,
+    users: Arc<dyn Lookup<User>>,
+    products: Arc<dyn Lookup<Product>>,
     store: Arc<dyn OrderStore>,
     deadline: Duration,
 }
 
 impl OrderService {
     pub fn new(
-        users: UpstreamClient<User>,
-        products: UpstreamClient<Product>,
+        users: Arc<dyn Lookup<User>>,
+        products: Arc<dyn Lookup<Product>>,
         store: Arc<dyn OrderStore>,
         deadline: Duration,
     ) -> Self {
@@ -105,20 +105,15 @@ fn upstream_failure(upstream: Upstream, source: UpstreamError) -> PlaceOrderErro
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use async_trait::async_trait;
-    use tower::util::BoxCloneSyncService;
     use uuid::Uuid;
 
     use super::*;
-    use crate::config::Config;
     use crate::domain::Money;
-    use crate::domain::idempotency::{KeyClaim, KeyLease};
-    use crate::storage::{KeyTimes, ListFilter};
-    use crate::upstream::UpstreamRequest;
-    use crate::upstream::breaker::BreakerHandle;
-    use crate::upstream::stack::{self, StackConfig};
+    use crate::domain::idempotency::{KeyClaim, KeyLease, KeyTimes};
+    use crate::domain::store::ListFilter;
 
     /// These tests fail before storage; a store call would be a bug.
     struct NoStore;
@@ -149,9 +144,17 @@ mod tests {
         fn backend(&self) -> &'static str {
             "none"
         }
-        fn outbox(&self) -> Arc<dyn crate::outbox::Outbox> {
-            unreachable!()
-        }
+    }
+
+    /// A scripted lookup: answers `answer` after `delay`, or refuses / knows the key unknown at
+    /// once; records whether a fetch started and whether it was dropped before it finished.
+    struct Scripted<T> {
+        delay: Duration,
+        answer: Option<Result<Option<T>, UpstreamError>>,
+        refusal: Option<UpstreamError>,
+        known_unknown: bool,
+        started: Arc<AtomicBool>,
+        cancelled: Arc<AtomicBool>,
     }
 
     /// Sets its flag when dropped: proof that a lookup's future was cancelled.
@@ -162,53 +165,59 @@ mod tests {
         }
     }
 
-    fn defaults() -> StackConfig {
-        Config::from_lookup(|_| None).expect("defaults").product_stack
+    #[async_trait]
+    impl<T: Clone + Send + Sync> Lookup<T> for Scripted<T> {
+        fn known_unknown(&self, _: &str) -> bool {
+            self.known_unknown
+        }
+        fn refusal(&self, _: &str) -> Option<UpstreamError> {
+            self.refusal.clone()
+        }
+        async fn fetch(&self, _: &str, _: Instant) -> Result<Option<T>, UpstreamError> {
+            self.started.store(true, Ordering::SeqCst);
+            let flag = DropFlag(Arc::clone(&self.cancelled));
+            tokio::time::sleep(self.delay).await;
+            std::mem::forget(flag);
+            self.answer.clone().unwrap_or(Ok(None))
+        }
     }
 
-    /// A lookup answering `answer` after `delay`, behind breakers that never see its calls.
-    fn client<T: Clone + Send + Sync + 'static>(
-        delay: Duration,
-        answer: Result<Option<T>, UpstreamError>,
-        dropped: Arc<AtomicBool>,
-    ) -> UpstreamClient<T> {
-        let service = BoxCloneSyncService::new(tower::service_fn(move |_: UpstreamRequest| {
-            let answer = answer.clone();
-            let flag = DropFlag(Arc::clone(&dropped));
-            async move {
-                tokio::time::sleep(delay).await;
-                std::mem::forget(flag);
-                answer
-            }
-        }));
-        UpstreamClient::new(service, BreakerHandle::new(Upstream::User, defaults().breaker))
+    fn answering<T>(delay: Duration, answer: Result<Option<T>, UpstreamError>) -> Scripted<T> {
+        Scripted {
+            delay,
+            answer: Some(answer),
+            refusal: None,
+            known_unknown: false,
+            started: Arc::default(),
+            cancelled: Arc::default(),
+        }
+    }
+
+    fn service(users: Scripted<User>, products: Scripted<Product>) -> OrderService {
+        OrderService::new(Arc::new(users), Arc::new(products), Arc::new(NoStore), Duration::from_secs(2))
+    }
+
+    fn ids() -> (UserId, ProductCode) {
+        (UserId::parse("7c11e1ce2741").expect("id"), ProductCode::parse("classic-box").expect("code"))
+    }
+
+    fn ada() -> User {
+        User { first_name: "Ada".into(), last_name: "Lovelace".into() }
+    }
+
+    fn classic() -> Product {
+        Product { name: "Classic Box".into(), price: Money::from_cents(999).expect("price") }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_open_breaker_fails_the_order_before_any_lookup_starts() {
-        let refused = tower::service_fn(|_: UpstreamRequest| async { Err(UpstreamError::Connect("refused".into())) });
-        let (products, _) = stack::compose::<_, Product>(refused, Upstream::Product, &defaults());
-        let user_started = Arc::new(AtomicBool::new(false));
-        let started = Arc::clone(&user_started);
-        let users = UpstreamClient::new(
-            BoxCloneSyncService::new(tower::service_fn(move |_: UpstreamRequest| {
-                started.store(true, Ordering::SeqCst);
-                async { Ok(Some(ada())) }
-            })),
-            BreakerHandle::new(Upstream::User, defaults().breaker),
-        );
-        let service = service(users, products);
+    async fn a_refused_lookup_fails_the_order_before_any_lookup_starts() {
+        let users = answering(Duration::from_millis(300), Ok(Some(ada())));
+        let user_started = Arc::clone(&users.started);
+        let open = UpstreamError::CircuitOpen { retry_after: Duration::from_secs(3) };
+        let products = Scripted { refusal: Some(open), ..answering(Duration::ZERO, Ok(Some(classic()))) };
+        let product_started = Arc::clone(&products.started);
         let (user_id, code) = ids();
-        let mut orders = 0;
-        while !matches!(
-            service.place_order(&user_id, &code, None).await,
-            Err(PlaceOrderError::Upstream { source: UpstreamError::CircuitOpen { .. }, .. })
-        ) {
-            orders += 1;
-            assert!(orders < 50, "the product breaker never opened");
-        }
-        user_started.store(false, Ordering::SeqCst);
-        let result = service.place_order(&user_id, &code, None).await;
+        let result = service(users, products).place_order(&user_id, &code, None).await;
         assert!(
             matches!(
                 result,
@@ -220,62 +229,26 @@ mod tests {
             "{result:?}"
         );
         assert!(!user_started.load(Ordering::SeqCst), "no user lookup for an order refused anyway");
-    }
-
-    /// A client over `answer`, counting the lookups that reach it.
-    fn counted<T: Clone + Send + Sync + 'static>(
-        answer: Option<T>,
-        calls: Arc<AtomicU32>,
-        upstream: Upstream,
-    ) -> UpstreamClient<T> {
-        let inner = tower::service_fn(move |_: UpstreamRequest| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            let answer = answer.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                Ok(answer)
-            }
-        });
-        stack::compose(inner, upstream, &defaults()).0
+        assert!(!product_started.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_user_answered_unknown_moments_ago_fails_the_order_before_either_lookup() {
-        let (user_calls, product_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-        let users = counted::<User>(None, Arc::clone(&user_calls), Upstream::User);
-        let price = Money::from_cents(999).expect("price");
-        let product = Product { name: "x".into(), price };
-        let products = counted(Some(product), Arc::clone(&product_calls), Upstream::Product);
-        let service = service(users, products);
+    async fn an_id_known_unknown_fails_the_order_before_either_lookup() {
+        let users = Scripted { known_unknown: true, ..answering(Duration::ZERO, Ok(None)) };
+        let user_started = Arc::clone(&users.started);
+        let products = answering(Duration::ZERO, Ok(Some(classic())));
+        let product_started = Arc::clone(&products.started);
         let (user_id, code) = ids();
-        for _ in 0..5 {
-            let result = service.place_order(&user_id, &code, None).await;
-            assert!(matches!(result, Err(PlaceOrderError::UnknownUser)), "{result:?}");
-        }
-        let calls = (user_calls.load(Ordering::SeqCst), product_calls.load(Ordering::SeqCst));
-        assert_eq!(calls, (1, 1), "only the first order asked; the others were answered from its 404");
-        tokio::time::advance(defaults().not_found_ttl).await;
-        let _ = service.place_order(&user_id, &code, None).await;
-        assert_eq!(user_calls.load(Ordering::SeqCst), 2, "asked again after the TTL");
-    }
-
-    fn service(users: UpstreamClient<User>, products: UpstreamClient<Product>) -> OrderService {
-        OrderService::new(users, products, Arc::new(NoStore), Duration::from_secs(2))
-    }
-
-    fn ids() -> (UserId, ProductCode) {
-        (UserId::parse("7c11e1ce2741").expect("id"), ProductCode::parse("classic-box").expect("code"))
-    }
-
-    fn ada() -> User {
-        User { first_name: "Ada".into(), last_name: "Lovelace".into() }
+        let result = service(users, products).place_order(&user_id, &code, None).await;
+        assert!(matches!(result, Err(PlaceOrderError::UnknownUser)), "{result:?}");
+        assert!(!user_started.load(Ordering::SeqCst) && !product_started.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_definitive_failure_cancels_the_other_lookup_at_once() {
-        let user_cancelled = Arc::new(AtomicBool::new(false));
-        let users = client(Duration::from_secs(10), Ok(Some(ada())), Arc::clone(&user_cancelled));
-        let products = client::<Product>(Duration::from_millis(5), Ok(None), Arc::default());
+        let users = answering(Duration::from_secs(10), Ok(Some(ada())));
+        let user_cancelled = Arc::clone(&users.cancelled);
+        let products = answering::<Product>(Duration::from_millis(5), Ok(None));
         let started = Instant::now();
         let (user_id, code) = ids();
         let result = service(users, products).place_order(&user_id, &code, None).await;
@@ -286,9 +259,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn hanging_lookups_end_exactly_at_the_deadline() {
-        let users = client(Duration::from_secs(60), Ok(Some(ada())), Arc::default());
-        let price = Money::from_cents(999).expect("price");
-        let products = client(Duration::from_secs(60), Ok(Some(Product { name: "x".into(), price })), Arc::default());
+        let users = answering(Duration::from_secs(60), Ok(Some(ada())));
+        let products = answering(Duration::from_secs(60), Ok(Some(classic())));
         let started = Instant::now();
         let (user_id, code) = ids();
         let result = service(users, products).place_order(&user_id, &code, None).await;
@@ -298,8 +270,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_upstream_error_names_its_upstream() {
-        let users = client(Duration::from_millis(300), Err(UpstreamError::ServerError(500)), Arc::default());
-        let products = client::<Product>(Duration::from_secs(60), Ok(None), Arc::default());
+        let users = answering(Duration::from_millis(300), Err(UpstreamError::ServerError(500)));
+        let products = answering::<Product>(Duration::from_secs(60), Ok(None));
         let (user_id, code) = ids();
         let result = service(users, products).place_order(&user_id, &code, None).await;
         assert!(

@@ -77,13 +77,9 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
     let breakers = app
         .breakers
         .iter()
-        .map(|handle| {
-            let status = handle.status();
-            BreakerReport {
-                upstream: status.upstream.as_str(),
-                state: status.state.as_str(),
-                keys_open: status.keys_open,
-            }
+        .map(|panel| {
+            let report = panel.report();
+            BreakerReport { upstream: report.upstream, state: report.state, keys_open: report.keys_open }
         })
         .collect();
     let draining = app.draining.load(Ordering::Relaxed);

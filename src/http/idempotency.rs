@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::domain::OrderStore;
 use crate::domain::idempotency::{IdempotencyKey, InvalidKey, KeyClaim, KeyCompletion, KeyLease, StoredResponse};
 use crate::domain::place_order::CompleteKey;
 use crate::domain::{Order, ProductCode, UserId, idempotency};
-use crate::storage::OrderStore;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set to `true` on a response replayed from an earlier request with the same key.

@@ -14,7 +14,6 @@ pub mod serve;
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::DefaultBodyLimit;
@@ -29,11 +28,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use axum::extract::State;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::domain::OrderService;
-use crate::domain::idempotency::KeySettings;
-use crate::outbox::RelayStatus;
-use crate::storage::OrderStore;
-use crate::upstream::breaker::BreakerHandle;
+use crate::config::{HttpConfig, IdempotencyConfig};
+use crate::domain::{OrderService, OrderStore};
+use crate::ops::{BreakerPanel, BrokerStatus};
 use admission::Admission;
 use error::ApiError;
 use extract::BodyLimits;
@@ -43,36 +40,23 @@ use extract::BodyLimits;
 pub struct AppState {
     pub orders: OrderService,
     pub store: Arc<dyn OrderStore>,
-    /// The relay's state; `None` when no `AMQP_URL` is set (relay off).
-    pub relay: Option<RelayStatus>,
-    /// Each upstream's breakers, for readiness.
-    pub breakers: Vec<BreakerHandle>,
+    /// The relay's broker connection; `None` when no `AMQP_URL` is set (relay off).
+    pub relay: Option<BrokerStatus>,
+    /// Each upstream's breakers, for readiness and `/metrics`.
+    pub breakers: Vec<Arc<dyn BreakerPanel>>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Set when shutdown begins: readiness turns false at once so traffic moves elsewhere.
     pub draining: Arc<AtomicBool>,
     /// How long idempotency keys are leased and kept.
-    pub keys: KeySettings,
-}
-
-/// Limits at the edge, so a flood cannot exhaust memory, connections or upstream capacity.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    pub body_limit_bytes: usize,
-    /// A body must have fully arrived within this (408 otherwise): a slow body holds no task forever.
-    pub body_read_timeout: Duration,
-    /// Order writes (`POST /v1/…`) in flight at once; more are shed with 503 `load-shed` at
-    /// once. Health, metrics and OpenAPI are never shed, so probes and scrapes see an overload.
-    pub max_in_flight: usize,
-    /// Reads (`GET /v1/…`) in flight at once, a limit of their own so writes cannot starve them.
-    pub max_reads_in_flight: usize,
+    pub keys: IdempotencyConfig,
 }
 
 /// The whole API, with `/metrics` unless it has an address of its own ([`metrics_router`]).
 /// Layers, outermost first: request id (kept if the client sent a short plain one) → echo it on the
 /// response → span + log line + metrics → panics become 500 problems; the `/v1` routes also
 /// pass [`admission`] (separate read and write limits; a write's body is read before its permit).
-pub fn router(state: AppState, limits: HttpLimits, with_metrics: bool) -> Router {
+pub fn router(state: AppState, limits: &HttpConfig, with_metrics: bool) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let body = BodyLimits { max_bytes: limits.body_limit_bytes, read_timeout: limits.body_read_timeout };
     let gate = Admission::new(limits.max_reads_in_flight, limits.max_in_flight, body);
@@ -128,7 +112,7 @@ pub fn metrics_router(state: AppState) -> Router {
 /// are read first, so their gauges say what they are now, not what they were at the last call.
 async fn render_metrics(State(app): State<AppState>) -> impl IntoResponse {
     for breakers in &app.breakers {
-        breakers.status();
+        breakers.report();
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }

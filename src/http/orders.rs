@@ -13,8 +13,8 @@ use super::error::{ApiError, FieldError, Problem};
 use super::extract::{JsonBody, NO_SUCH_ORDER, OrderIdPath, QueryParams};
 use super::idempotency::{self, IDEMPOTENT_REPLAYED, Placed};
 use crate::domain::order::rfc3339;
+use crate::domain::{ListFilter, MAX_PAGE};
 use crate::domain::{Order, ProductCode, UserId, ids};
-use crate::storage::{ListFilter, MAX_PAGE};
 use crate::telemetry::metrics;
 
 /// Page size when `limit` is not given.

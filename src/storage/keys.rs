@@ -1,39 +1,11 @@
 //! What both backends share about idempotency keys: the row they read back when a key is
 //! already taken, and what it means for the request asking. The SQL lives with each backend.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{OrderStore, StoreError};
 use crate::domain::idempotency::{HeldLease, KeyClaim, StoredResponse};
-
-/// The instants a lease is taken with; passed in so tests control the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyTimes {
-    pub now: DateTime<Utc>,
-    /// An unfinished lease may be taken over after this.
-    pub lease_until: DateTime<Utc>,
-    /// The key (and its response) is forgotten after this.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Deletes forgotten idempotency keys every `every`, for as long as the task lives. Claims
-/// already ignore forgotten keys, so this only reclaims space; a failed pass waits for the next.
-pub async fn purge_forever(store: Arc<dyn OrderStore>, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match store.purge_keys(Utc::now()).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "forgotten idempotency keys purged"),
-            Err(error) => tracing::warn!(%error, "could not purge forgotten idempotency keys"),
-        }
-    }
-}
+use crate::domain::store::StoreError;
 
 /// A key that another request leased or completed.
 #[derive(Debug, sqlx::FromRow)]
@@ -62,7 +34,7 @@ impl KeyRow {
 }
 
 fn corrupt(why: &str) -> StoreError {
-    StoreError::Query(sqlx::Error::Decode(format!("idempotency_keys: {why}").into()))
+    StoreError::from(sqlx::Error::Decode(format!("idempotency_keys: {why}").into()))
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ impl TryFrom<OrderRow> for Order {
 
     fn try_from(row: OrderRow) -> Result<Self, StoreError> {
         let total_amount = Money::from_cents(row.total_amount_cents)
-            .map_err(|e| StoreError::Query(sqlx::Error::Decode(Box::new(e))))?;
+            .map_err(|e| StoreError::from(sqlx::Error::Decode(Box::new(e))))?;
         Ok(Order {
             id: row.id,
             user_id: row.user_id,
@@ -47,4 +47,30 @@ impl TryFrom<OrderRow> for Order {
             published: row.published,
         })
     }
+}
+
+/// An outbox row as the claim returns it (both backends).
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimedRow {
+    id: i64,
+    order_id: Uuid,
+    payload: String,
+    created_at: DateTime<Utc>,
+    attempts: i32,
+}
+
+/// Claimed rows in publish (id) order: `RETURNING` does not promise one.
+pub(super) fn claimed(rows: Vec<ClaimedRow>) -> Vec<crate::domain::OutboxRow> {
+    let mut rows: Vec<_> = rows
+        .into_iter()
+        .map(|r| crate::domain::OutboxRow {
+            id: r.id,
+            order_id: r.order_id,
+            payload: r.payload,
+            created_at: r.created_at,
+            attempts: r.attempts,
+        })
+        .collect();
+    rows.sort_by_key(|row| row.id);
+    rows
 }

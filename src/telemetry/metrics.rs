@@ -7,7 +7,6 @@ use std::time::Duration;
 use metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-
 pub const HTTP_REQUESTS: &str = "http_server_requests_total";
 pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 pub const UPSTREAM_REQUESTS: &str = "upstream_requests_total";

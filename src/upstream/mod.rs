@@ -8,7 +8,6 @@
 
 pub mod breaker;
 pub mod deadline;
-pub mod error;
 pub mod not_found;
 pub mod observe;
 pub mod product;
@@ -17,7 +16,6 @@ pub mod stack;
 pub mod transport;
 pub mod user;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,38 +23,18 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
+use async_trait::async_trait;
 use breaker::BreakerHandle;
-pub use error::UpstreamError;
+
+use crate::domain::{Lookup, Upstream, UpstreamError};
 use not_found::NotFoundCache;
 pub use transport::Decode;
 
-/// Which upstream; its `as_str` is the `upstream` metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upstream {
-    User,
-    Product,
-}
-
-impl Upstream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Upstream::User => "user",
-            Upstream::Product => "product",
-        }
-    }
-
-    /// The collection in the upstream's URL: `/users/{id}`, `/products/{code}`.
-    pub fn collection(self) -> &'static str {
-        match self {
-            Upstream::User => "users",
-            Upstream::Product => "products",
-        }
-    }
-}
-
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The collection in an upstream's URL: `/users/{id}`, `/products/{code}`.
+pub fn collection(upstream: Upstream) -> &'static str {
+    match upstream {
+        Upstream::User => "users",
+        Upstream::Product => "products",
     }
 }
 
@@ -84,7 +62,7 @@ impl<T> Clone for UpstreamClient<T> {
     }
 }
 
-impl<T: 'static> UpstreamClient<T> {
+impl<T: Send + 'static> UpstreamClient<T> {
     /// `breakers` must be the ones inside `service`'s stack: `refusal` reads them. 404s are not
     /// remembered unless [`UpstreamClient::remembering_not_found`] says so.
     pub fn new(
@@ -98,10 +76,13 @@ impl<T: 'static> UpstreamClient<T> {
     pub fn remembering_not_found(self, cache: NotFoundCache) -> Self {
         Self { not_found: Arc::new(cache), ..self }
     }
+}
 
+#[async_trait]
+impl<T: Send + 'static> Lookup<T> for UpstreamClient<T> {
     /// Whether the upstream answered 404 for `key` moments ago (within its TTL): the order can
     /// fail at once, before either lookup starts. Counted as `upstream_not_found_remembered_total`.
-    pub fn known_unknown(&self, key: &str) -> bool {
+    fn known_unknown(&self, key: &str) -> bool {
         let known = self.not_found.knows_unknown(key, Instant::now());
         if known {
             crate::telemetry::metrics::upstream_not_found_remembered(self.breakers.upstream().as_str());
@@ -113,7 +94,7 @@ impl<T: 'static> UpstreamClient<T> {
     /// attempt (`rejected_open`); `None` when a fetch would be tried. An order asks both
     /// upstreams first so that a refused one never starts the other lookup only to cancel it
     /// (a cancelled HTTP/1 request costs its upstream connection).
-    pub fn refusal(&self, key: &str) -> Option<UpstreamError> {
+    fn refusal(&self, key: &str) -> Option<UpstreamError> {
         let refused = self.breakers.refusal(key)?;
         crate::telemetry::metrics::upstream_attempt(
             self.breakers.upstream().as_str(),
@@ -123,7 +104,7 @@ impl<T: 'static> UpstreamClient<T> {
         Some(refused)
     }
 
-    pub async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {
+    async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {
         let request = UpstreamRequest { key: key.to_owned(), deadline, attempt: 1 };
         let answer = self.service.clone().oneshot(request).await;
         if let Ok(None) = answer {

@@ -14,35 +14,18 @@
 //!
 //! Around the stack, the client remembers 404s for `not_found_ttl` (see `not_found`).
 
-use std::time::Duration;
-
 use reqwest::Url;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder};
 
-use super::breaker::{BreakerHandle, KeyedConfig};
+use super::breaker::BreakerHandle;
 use super::deadline::DeadlineLayer;
 use super::not_found::NotFoundCache;
 use super::observe::ObserveLayer;
 use super::retry::RetryPolicy;
-use crate::backoff::Backoff;
 use super::transport::Transport;
 use super::{Decode, Upstream, UpstreamClient, UpstreamError, UpstreamRequest};
-
-/// Resilience settings of one upstream (README: `USER_*` / `PRODUCT_*` variables).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StackConfig {
-    pub attempt_timeout: Duration,
-    pub max_attempts: u32,
-    pub backoff: Backoff,
-    pub retry_budget_percent: u32,
-    pub retry_budget_min_per_sec: u32,
-    pub max_concurrent: usize,
-    pub breaker: KeyedConfig,
-    /// How long a 404 is remembered (zero: not at all), and for how many keys at most.
-    pub not_found_ttl: Duration,
-    pub not_found_max_keys: usize,
-}
+pub use crate::config::StackConfig;
 
 /// Builds one upstream's client over the shared HTTP client; the handle reads its breakers.
 pub fn build<T: Decode>(

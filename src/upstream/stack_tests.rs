@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::time::Instant;
 
 use super::*;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::config::KeyedConfig;
+use crate::domain::Lookup;
 use crate::upstream::breaker::{BreakerConfig, StateName};
 
 const MS: Duration = Duration::from_millis(1);

@@ -58,7 +58,7 @@ impl<T> Clone for Transport<T> {
 
 impl<T> Transport<T> {
     pub fn new(client: reqwest::Client, base: Url, upstream: Upstream) -> Self {
-        Self { client, base, collection: upstream.collection(), _decodes: PhantomData }
+        Self { client, base, collection: super::collection(upstream), _decodes: PhantomData }
     }
 
     /// The key is pushed as one path segment, so it is percent-encoded whatever it holds.

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use order_service::config::DatabaseConfig;
+use order_service::domain::OrderStore;
 use order_service::domain::{Money, Order, Product, ProductCode, User, UserId};
-use order_service::outbox::{NotifyingStore, Relay, RelaySettings};
-use order_service::storage::{self, OrderStore, PoolSettings};
+use order_service::relay::publisher::Amqp;
+use order_service::relay::{NotifyingStore, Relay, RelaySettings};
+use order_service::storage::{self, Stores};
 use tokio::sync::Notify;
 
 use crate::helpers::{Backend, TestDb};
@@ -29,9 +32,9 @@ fn order() -> Order {
     )
 }
 
-async fn store(db: &TestDb) -> Arc<dyn OrderStore> {
-    let pool = PoolSettings { max_connections: 8, acquire_timeout: Duration::from_secs(5) };
-    storage::connect(&db.url, pool).await.expect("store")
+async fn store(db: &TestDb) -> Stores {
+    let config = DatabaseConfig::new(&db.url, 8, Duration::from_secs(5)).expect("database url");
+    storage::connect(&config).await.expect("store")
 }
 
 /// Events/s of a bare loop: one channel, confirms on, batches of `BATCH` sent then confirmed.
@@ -69,12 +72,12 @@ async fn bench_relay_throughput_and_lag() {
 
     // Throughput: a backlog of EVENTS rows drained by relay passes.
     let db = TestDb::new(Backend::Postgres).await;
-    let orders = store(&db).await;
+    let stores = store(&db).await;
     for _ in 0..EVENTS {
-        orders.insert_order(&order(), None).await.expect("insert");
+        stores.orders.insert_order(&order(), None).await.expect("insert");
     }
     let settings = RelaySettings { batch_size: BATCH as u32, ..RelaySettings::default() };
-    let mut relay = Relay::new(orders.outbox(), BROKER.to_owned(), settings);
+    let mut relay = Relay::new(stores.outbox, Arc::new(Amqp { url: BROKER.to_owned() }), settings);
     relay.relay_once().await.expect("warm-up pass");
     let started = Instant::now();
     let mut published = BATCH;
@@ -85,10 +88,11 @@ async fn bench_relay_throughput_and_lag() {
 
     // Lag: a steady 500 orders/s through the notifying store and the relay loop.
     let db = TestDb::new(Backend::Postgres).await;
-    let inner = store(&db).await;
+    let stores = store(&db).await;
+    let inner = stores.orders;
     let wake = Arc::new(Notify::new());
     let orders: Arc<dyn OrderStore> = Arc::new(NotifyingStore::new(Arc::clone(&inner), Arc::clone(&wake)));
-    let handle = Relay::new(inner.outbox(), BROKER.to_owned(), settings).spawn(wake);
+    let handle = Relay::new(stores.outbox, Arc::new(Amqp { url: BROKER.to_owned() }), settings).spawn(wake);
     let mut consumer = TestConsumer::bind().await;
     let (rate, seconds) = (500u64, 4u64);
     // Received concurrently, stamped on arrival: commit → confirm ≈ commit → delivery.

@@ -5,8 +5,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
+use order_service::config::DatabaseConfig;
+use order_service::domain::StoreError;
+use order_service::domain::idempotency::KeyTimes;
 use order_service::domain::idempotency::{HeldLease, IdempotencyKey, KeyClaim, KeyLease, KeySettings};
-use order_service::storage::{self, KeyTimes, PoolSettings, StoreError};
+use order_service::storage;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
@@ -215,8 +218,8 @@ async fn concurrent_duplicates_place_one_order_and_publish_one_event(backend: Ba
 /// The store's rules on a clock the test controls.
 async fn leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let pool = PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(5) };
-    let store = storage::connect(&db.url, pool).await.expect("store");
+    let config = DatabaseConfig::new(&db.url, 2, Duration::from_secs(5)).expect("database url");
+    let store = storage::connect(&config).await.expect("store").orders;
     let settings = KeySettings {
         lease: Duration::from_secs(30),
         retention: Duration::from_secs(3600),

@@ -1,18 +1,22 @@
 //! Migrations apply at start-up, once, even when instances start together.
 
-use order_service::storage::{PgStore, PoolSettings, SqliteStore};
+use order_service::config::DatabaseConfig;
+use order_service::storage::{PgStore, SqliteStore};
 
 use crate::helpers::{Backend, TestDb};
 
-const POOL: PoolSettings = PoolSettings { max_connections: 2, acquire_timeout: std::time::Duration::from_secs(10) };
+fn pool(url: &str) -> DatabaseConfig {
+    DatabaseConfig::new(url, 2, std::time::Duration::from_secs(10)).expect("database url")
+}
 
 #[tokio::test]
 async fn two_instances_migrating_postgres_at_once_both_start() {
     let db = TestDb::new(Backend::Postgres).await;
-    let (a, b) = tokio::join!(PgStore::connect(&db.url, POOL), PgStore::connect(&db.url, POOL));
+    let config = pool(&db.url);
+    let (a, b) = tokio::join!(PgStore::connect(&config), PgStore::connect(&config));
     a.expect("first instance starts");
     b.expect("second instance starts");
-    PgStore::connect(&db.url, POOL).await.expect("a restart re-runs nothing and succeeds");
+    PgStore::connect(&pool(&db.url)).await.expect("a restart re-runs nothing and succeeds");
     let migrations = std::fs::read_dir("migrations/postgres").expect("folder").count() as i64;
     assert_eq!(db.count("_sqlx_migrations WHERE success").await, migrations);
 }
@@ -20,8 +24,8 @@ async fn two_instances_migrating_postgres_at_once_both_start() {
 #[tokio::test]
 async fn sqlite_migrations_are_idempotent() {
     let db = TestDb::new(Backend::Sqlite).await;
-    SqliteStore::connect(&db.url, POOL).await.expect("first start");
-    SqliteStore::connect(&db.url, POOL).await.expect("second start");
+    SqliteStore::connect(&pool(&db.url)).await.expect("first start");
+    SqliteStore::connect(&pool(&db.url)).await.expect("second start");
     let migrations = std::fs::read_dir("migrations/sqlite").expect("folder").count() as i64;
     assert_eq!(db.count("_sqlx_migrations WHERE success").await, migrations);
 }

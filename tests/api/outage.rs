@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_service::outbox::RelaySettings;
+use order_service::relay::RelaySettings;
 use tokio::sync::Notify;
 
 use crate::helpers::{Backend, TestApp, sample};

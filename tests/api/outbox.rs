@@ -12,8 +12,11 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
-use order_service::outbox::{Outbox, Relay, RelaySettings};
-use order_service::storage::{self, PoolSettings};
+use order_service::config::DatabaseConfig;
+use order_service::domain::OutboxStore;
+use order_service::relay::publisher::Amqp;
+use order_service::relay::{Relay, RelaySettings};
+use order_service::storage;
 use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp, TestDb, Upstreams, free_port, sample};
@@ -115,10 +118,10 @@ pub fn ids(orders: &[Value]) -> Vec<String> {
 }
 
 /// A relay of the test's own over the test database.
-pub async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn Outbox>) {
-    let pool = PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(5) };
-    let store = storage::connect(&db.url, pool).await.expect("store");
-    (Relay::new(store.outbox(), BROKER.to_owned(), settings), store.outbox())
+pub async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn OutboxStore>) {
+    let config = DatabaseConfig::new(&db.url, 2, Duration::from_secs(5)).expect("database url");
+    let stores = storage::connect(&config).await.expect("store");
+    (Relay::new(Arc::clone(&stores.outbox), Arc::new(Amqp { url: BROKER.to_owned() }), settings), stores.outbox)
 }
 
 async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) {

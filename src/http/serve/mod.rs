@@ -23,6 +23,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::HttpConfig;
+
 use activity::{Activity, IdleTimeouts};
 use connection::Watched;
 use linger::Linger;
@@ -36,23 +38,8 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a connection asked to close gracefully, with nothing in flight, may take to end.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// How connections are bounded; see the README for each variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServeSettings {
-    /// `HTTP_HEADER_READ_TIMEOUT_MS`: a started HTTP/1 request head must be complete within this.
-    pub header_read_timeout: Duration,
-    /// `HTTP_FIRST_BYTE_TIMEOUT_MS`.
-    pub first_byte_timeout: Duration,
-    /// `HTTP_IDLE_TIMEOUT_MS`.
-    pub idle_timeout: Duration,
-    /// `HTTP_MAX_CONNECTIONS`.
-    pub max_connections: usize,
-}
-
-impl ServeSettings {
-    fn idle_timeouts(&self) -> IdleTimeouts {
-        IdleTimeouts { first_byte: self.first_byte_timeout, idle: self.idle_timeout, grace: CLOSE_GRACE }
-    }
+fn idle_timeouts(settings: &HttpConfig) -> IdleTimeouts {
+    IdleTimeouts { first_byte: settings.first_byte_timeout, idle: settings.idle_timeout, grace: CLOSE_GRACE }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, closes idle
@@ -60,7 +47,7 @@ impl ServeSettings {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    settings: ServeSettings,
+    settings: &HttpConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -92,7 +79,7 @@ pub async fn serve(
         let service = TrackedService::new(router.clone(), activity.clone());
         let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
         let watched = Watched { connection, activity, given_back, slot };
-        tokio::spawn(connection::run(watched, settings.idle_timeouts(), Linger::DEFAULT, stopping.clone()));
+        tokio::spawn(connection::run(watched, idle_timeouts(settings), Linger::DEFAULT, stopping.clone()));
     }
     drop(listener);
     let _ = stop.send(true);

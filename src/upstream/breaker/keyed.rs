@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::{Admission, Breaker, BreakerConfig, StateName, Transition};
+use super::state::{Admission, Breaker, StateName, Transition};
+#[cfg(test)]
+use crate::config::BreakerConfig;
+pub use crate::config::KeyedConfig;
 
 /// What the caller holds while its call is in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +37,6 @@ pub struct Refused {
 pub struct Changes {
     pub upstream: Option<Transition>,
     pub key: Option<Transition>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeyedConfig {
-    pub upstream: BreakerConfig,
-    pub per_key: BreakerConfig,
-    pub max_keys: usize,
-    /// Distinct failing keys that make a failure count against the whole upstream.
-    pub min_failing_keys: usize,
 }
 
 /// What an attempt said about the upstream's health.

@@ -88,6 +88,17 @@ impl BreakerHandle {
     }
 }
 
+impl crate::ops::BreakerPanel for BreakerHandle {
+    fn report(&self) -> crate::ops::BreakerReport {
+        let status = self.status();
+        crate::ops::BreakerReport {
+            upstream: status.upstream.as_str(),
+            state: status.state.as_str(),
+            keys_open: status.keys_open,
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, KeyedBreakers> {
         // A panic while holding the lock leaves consistent counters; keep serving.
@@ -113,6 +124,23 @@ impl Shared {
                 "per-key circuit breaker changed state"
             );
         }
+    }
+}
+
+/// What this attempt says about the upstream's health; `None` when it says nothing
+/// (refused locally before any request was sent).
+pub fn verdict(error: &UpstreamError) -> Option<Verdict> {
+    match error {
+        UpstreamError::Connect(_) => Some(Verdict::Unreachable),
+        UpstreamError::ServerError(_) | UpstreamError::Timeout | UpstreamError::InvalidResponse(_) => {
+            Some(Verdict::Failed)
+        }
+        // The upstream answered, consistently: our request, not its health.
+        UpstreamError::UnexpectedStatus(_) => Some(Verdict::Healthy),
+        UpstreamError::DeadlineExceeded
+        | UpstreamError::CircuitOpen { .. }
+        | UpstreamError::BulkheadFull
+        | UpstreamError::RetryBudgetExhausted(_) => None,
     }
 }
 
@@ -220,7 +248,7 @@ where
             let result = inner.oneshot(request).await;
             let verdict = match &result {
                 Ok(_) => Some(Verdict::Healthy),
-                Err(error) => error.verdict(),
+                Err(error) => verdict(error),
             };
             in_flight.finish(verdict);
             result

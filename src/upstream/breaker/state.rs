@@ -8,31 +8,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use crate::config::BreakerConfig;
+
 /// Buckets in the sliding window; the window slides by `window / BUCKETS`.
 const BUCKETS: usize = 10;
 
 /// When rejected while half-open with every probe slot taken: a probe answers within one
 /// attempt timeout, so this is a fair "come back soon".
 const HALF_OPEN_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct BreakerConfig {
-    /// Calls older than this are forgotten (time-based, so a long healthy past never hides a
-    /// new failure storm).
-    pub window: Duration,
-    /// No verdict before this many calls in the window.
-    pub min_calls: u32,
-    /// Open when failures / calls reaches this (0..=1).
-    pub failure_rate: f64,
-    /// A call slower than this counts as slow, whatever its result.
-    pub slow_call: Duration,
-    /// Open when slow calls / calls reaches this (0..=1).
-    pub slow_rate: f64,
-    /// How long an open breaker rejects before letting probes through.
-    pub open_wait: Duration,
-    /// Most probes in flight at once while half-open: recovery without a burst.
-    pub half_open_probes: u32,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StateName {

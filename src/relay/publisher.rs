@@ -1,4 +1,6 @@
-//! One long-lived lapin connection and channel with publisher confirms, and the event envelope.
+//! The broker side of the relay: the [`Broker`] / [`Publish`] traits the relay talks to, their
+//! RabbitMQ implementation (one long-lived lapin connection and channel with publisher
+//! confirms), and the event envelope. Tests put a scripted publisher behind the same traits.
 //!
 //! Only the durable topic exchange `orders` is declared: queues and bindings belong to the
 //! consumers. Messages are published with **`mandatory = false`**: an event whose exchange has
@@ -7,9 +9,13 @@
 //! message (`Ack(Some(_))`, which only a mandatory publish can produce) is still treated as a
 //! failure, so flipping [`MANDATORY`] makes unroutable events retry instead.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -26,21 +32,59 @@ pub const MANDATORY: bool = false;
 /// AMQP `delivery_mode` for persistent messages.
 const PERSISTENT: u8 = 2;
 
-/// A connected publisher; dropped and rebuilt by the relay when the connection breaks.
-pub struct Publisher {
-    connection: Connection,
-    channel: Channel,
-}
-
 /// Why a message was not confirmed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The connection or channel failed: nothing is wrong with the message.
     #[error("broker connection: {0}")]
-    Connection(#[from] lapin::Error),
+    Connection(String),
     /// The broker refused this message (nack) or returned it (unroutable).
     #[error("{0}")]
     Refused(&'static str),
+}
+
+impl From<lapin::Error> for PublishError {
+    fn from(error: lapin::Error) -> Self {
+        PublishError::Connection(error.to_string())
+    }
+}
+
+/// A sent message's confirmation, awaited after the whole batch is sent.
+pub type Confirm = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
+
+/// Where the relay gets a (new) connection from.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    async fn connect(&self) -> Result<Box<dyn Publish>, PublishError>;
+}
+
+/// One connection to the broker, with confirms on.
+#[async_trait]
+pub trait Publish: Send + Sync {
+    /// Whether the connection is still usable; the relay reconnects when it is not.
+    fn is_connected(&self) -> bool;
+    /// Sends one event; the returned future resolves when the broker confirmed (or refused) it.
+    async fn send(&self, order_id: Uuid, body: &[u8]) -> Result<Confirm, PublishError>;
+    /// Closes politely (shutdown); errors are irrelevant by then.
+    async fn close(&self);
+}
+
+/// RabbitMQ at `url`.
+pub struct Amqp {
+    pub url: String,
+}
+
+#[async_trait]
+impl Broker for Amqp {
+    async fn connect(&self) -> Result<Box<dyn Publish>, PublishError> {
+        Ok(Box::new(Publisher::connect(&self.url).await?))
+    }
+}
+
+/// A connected lapin publisher; dropped and rebuilt by the relay when the connection breaks.
+pub struct Publisher {
+    connection: Connection,
+    channel: Channel,
 }
 
 impl Publisher {
@@ -54,15 +98,17 @@ impl Publisher {
         channel.exchange_declare(EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
         Ok(Self { connection, channel })
     }
+}
 
-    /// Whether both the connection and the channel are still usable.
-    pub fn is_connected(&self) -> bool {
+#[async_trait]
+impl Publish for Publisher {
+    fn is_connected(&self) -> bool {
         self.connection.status().connected() && self.channel.status().connected()
     }
 
-    /// Sends one event and returns the pending confirm; awaiting the confirms of a batch after
-    /// sending all of it keeps the broker's round trips out of the per-event cost.
-    pub async fn send(&self, order_id: Uuid, body: &[u8]) -> Result<PublisherConfirm, lapin::Error> {
+    /// Awaiting the confirms of a batch after sending all of it keeps the broker's round trips
+    /// out of the per-event cost.
+    async fn send(&self, order_id: Uuid, body: &[u8]) -> Result<Confirm, PublishError> {
         let mut headers = FieldTable::default();
         headers.insert("type".into(), AMQPValue::LongString(LongString::from(EVENT_TYPE)));
         let properties = BasicProperties::default()
@@ -71,22 +117,21 @@ impl Publisher {
             .with_message_id(order_id.to_string().into())
             .with_headers(headers);
         let options = BasicPublishOptions { mandatory: MANDATORY, ..BasicPublishOptions::default() };
-        self.channel.basic_publish(EXCHANGE.into(), ROUTING_KEY.into(), options, body, properties).await
+        let confirm =
+            self.channel.basic_publish(EXCHANGE.into(), ROUTING_KEY.into(), options, body, properties).await?;
+        // Only a plain ack counts as published.
+        Ok(Box::pin(async move {
+            match confirm.await? {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_)) => Err(PublishError::Refused("returned by the broker: unroutable")),
+                Confirmation::Nack(_) => Err(PublishError::Refused("nacked by the broker")),
+                Confirmation::NotRequested => Err(PublishError::Refused("publisher confirms are off")),
+            }
+        }))
     }
 
-    /// Closes the connection politely (shutdown); errors are irrelevant by then.
-    pub async fn close(&self) {
+    async fn close(&self) {
         let _ = self.connection.close(200, "order-service stopping".into()).await;
-    }
-}
-
-/// Awaits one confirm: only a plain ack counts as published.
-pub async fn confirmed(confirm: PublisherConfirm) -> Result<(), PublishError> {
-    match confirm.await? {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(PublishError::Refused("returned by the broker: unroutable")),
-        Confirmation::Nack(_) => Err(PublishError::Refused("nacked by the broker")),
-        Confirmation::NotRequested => Err(PublishError::Refused("publisher confirms are off")),
     }
 }
 

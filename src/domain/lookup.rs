@@ -1,8 +1,49 @@
-//! How an upstream call can fail, and what each failure means for retries, breakers and metrics.
+//! The lookup port: what placing an order needs from user-service and product-service, and how
+//! a lookup can fail. The `upstream` adapter implements it over its resilience stack.
 
+use std::fmt;
 use std::time::Duration;
 
-use super::breaker::Verdict;
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+/// Which upstream; its `as_str` is the `upstream` metric label and names it in problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Upstream {
+    User,
+    Product,
+}
+
+impl Upstream {
+    pub const ALL: [Upstream; 2] = [Upstream::User, Upstream::Product];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Upstream::User => "user",
+            Upstream::Product => "product",
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Looks `T` up by key. `Ok(None)` is the upstream's 404 ("unknown"), a healthy answer.
+#[async_trait]
+pub trait Lookup<T>: Send + Sync {
+    /// Whether the upstream answered "unknown" for `key` moments ago: the order can fail at
+    /// once, before either lookup starts.
+    fn known_unknown(&self, key: &str) -> bool;
+    /// The refusal a lookup of `key` would get at once (an open breaker), without making it: an
+    /// order asks both upstreams first so that a refused one never starts the other lookup only
+    /// to cancel it.
+    fn refusal(&self, key: &str) -> Option<UpstreamError>;
+    /// The answer, within `deadline`.
+    async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError>;
+}
 
 /// One failed upstream call, after the stack has done what it can.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,23 +115,6 @@ impl UpstreamError {
                 | UpstreamError::InvalidResponse(_)
         )
     }
-
-    /// What this attempt says about the upstream's health; `None` when it says nothing
-    /// (refused locally before any request was sent).
-    pub fn verdict(&self) -> Option<Verdict> {
-        match self {
-            UpstreamError::Connect(_) => Some(Verdict::Unreachable),
-            UpstreamError::ServerError(_) | UpstreamError::Timeout | UpstreamError::InvalidResponse(_) => {
-                Some(Verdict::Failed)
-            }
-            // The upstream answered, consistently: our request, not its health.
-            UpstreamError::UnexpectedStatus(_) => Some(Verdict::Healthy),
-            UpstreamError::DeadlineExceeded
-            | UpstreamError::CircuitOpen { .. }
-            | UpstreamError::BulkheadFull
-            | UpstreamError::RetryBudgetExhausted(_) => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -101,22 +125,21 @@ mod tests {
     fn classification_table() {
         use UpstreamError as E;
         let open = E::CircuitOpen { retry_after: Duration::from_secs(1) };
-        // (error, retryable, verdict, outcome)
+        // (error, retryable, outcome)
         let table = [
-            (E::ServerError(500), true, Some(Verdict::Failed), "server_error"),
-            (E::ServerError(429), true, Some(Verdict::Failed), "server_error"),
-            (E::Timeout, true, Some(Verdict::Failed), "timeout"),
-            (E::Connect("refused".into()), true, Some(Verdict::Unreachable), "connect_error"),
-            (E::InvalidResponse("json".into()), true, Some(Verdict::Failed), "invalid_response"),
-            (E::UnexpectedStatus(400), false, Some(Verdict::Healthy), "invalid_response"),
-            (E::DeadlineExceeded, false, None, "timeout"),
-            (open, false, None, "rejected_open"),
-            (E::BulkheadFull, false, None, "rejected_bulkhead"),
-            (E::RetryBudgetExhausted(Box::new(E::ServerError(503))), false, None, "server_error"),
+            (E::ServerError(500), true, "server_error"),
+            (E::ServerError(429), true, "server_error"),
+            (E::Timeout, true, "timeout"),
+            (E::Connect("refused".into()), true, "connect_error"),
+            (E::InvalidResponse("json".into()), true, "invalid_response"),
+            (E::UnexpectedStatus(400), false, "invalid_response"),
+            (E::DeadlineExceeded, false, "timeout"),
+            (open, false, "rejected_open"),
+            (E::BulkheadFull, false, "rejected_bulkhead"),
+            (E::RetryBudgetExhausted(Box::new(E::ServerError(503))), false, "server_error"),
         ];
-        for (error, retryable, verdict, outcome) in table {
+        for (error, retryable, outcome) in table {
             assert_eq!(error.is_retryable(), retryable, "{error:?}");
-            assert_eq!(error.verdict(), verdict, "{error:?}");
             assert_eq!(error.outcome(), outcome, "{error:?}");
             assert!(UpstreamError::OUTCOMES.contains(&outcome), "{outcome} is registered at zero");
         }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::store::Outbox;
+use crate::domain::OutboxStore;
 use crate::telemetry::metrics;
 
 /// Counts unpublished rows every `every` (the first count at once), for as long as the task
 /// lives. A failed count (the database is away) keeps the last value until the next one.
-pub async fn count_forever(outbox: Arc<dyn Outbox>, every: Duration) {
+pub async fn count_forever(outbox: Arc<dyn OutboxStore>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1,11 +1,12 @@
-//! What the relay needs from the database, independent of the backend.
+//! The outbox port: what the relay needs from the database, independent of the backend. An
+//! order is never committed without its event row ([`super::store::OrderStore::insert_order`]).
 //!
 //! Rows are claimed with a short **lease** (`claimed_until`) rather than a row lock held for
 //! the whole publish: the claim is one statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
 //! relays of several replicas take disjoint rows and never wait on each other), and no
 //! database lock or transaction is held while talking to the broker. Every claimed row then
-//! ends in exactly one of [`Outbox::mark_published`], [`Outbox::record_failure`] or
-//! [`Outbox::release`]; a relay that dies first leaves the lease to expire.
+//! ends in exactly one of [`OutboxStore::mark_published`], [`OutboxStore::record_failure`]
+//! or [`OutboxStore::release`]; a relay that dies first leaves the lease to expire.
 
 use std::time::Duration;
 
@@ -13,10 +14,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
-use crate::storage::StoreError;
+use super::store::StoreError;
 
 /// One claimed outbox row.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
     /// Publish order.
     pub id: i64,
@@ -31,7 +32,7 @@ pub struct OutboxRow {
 
 /// The outbox side of a store. Times are passed in so both backends compare like with like.
 #[async_trait]
-pub trait Outbox: Send + Sync + 'static {
+pub trait OutboxStore: Send + Sync + 'static {
     /// Claims up to `limit` due, unpublished, unclaimed rows until `now + lease`, in id order.
     async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
     /// Marks rows published (after the broker's ack) and drops their claim.
@@ -50,6 +51,6 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Milliseconds for a `Duration` as chrono wants them (saturating; leases are minutes at most).
-pub(super) fn chrono_duration(duration: Duration) -> chrono::TimeDelta {
+pub fn chrono_duration(duration: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::milliseconds(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2))
 }

@@ -1,23 +1,5 @@
-//! The transactional outbox relay: order events leave the database for RabbitMQ.
-//!
-//! `insert_order` commits each order together with its outbox row. The [`Relay`] claims due
-//! rows in id (commit) order, publishes each with publisher confirms, and marks a row
-//! published only after the broker's ack. Delivery is **at-least-once**: a relay that dies
-//! between the broker's ack and the mark publishes that row again once its claim lease
-//! expires; `message_id` (the order id) lets consumers drop the duplicate.
-//!
-//! - [`store`] — the claim / mark / fail / release contract and its settings.
-//! - `postgres`, `sqlite` — that contract per backend.
-//! - [`publisher`] — one lapin connection and channel, the event envelope.
-//! - [`relay`] — one pass ([`Relay::relay_once`]) and the loop around it.
-//! - [`pending`] — `outbox_pending` while the relay is off.
-
-pub mod pending;
-mod postgres;
-pub mod publisher;
-pub mod relay;
-mod sqlite;
-pub mod store;
+//! Wakes the relay after each committed order, so an event normally leaves within one round
+//! trip instead of waiting for the next poll.
 
 use std::sync::Arc;
 
@@ -26,13 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::domain::Order;
-use crate::domain::idempotency::{KeyClaim, KeyCompletion, KeyLease};
-use crate::storage::{KeyTimes, ListFilter, OrderStore, StoreError};
-
-pub use publisher::Publisher;
-pub use relay::{Relay, RelayError, RelayHandle, RelayOutcome, RelaySettings, RelayStatus};
-pub use store::{Outbox, OutboxRow};
+use crate::domain::idempotency::{KeyClaim, KeyCompletion, KeyLease, KeyTimes};
+use crate::domain::{ListFilter, Order, OrderStore, StoreError};
 
 /// An [`OrderStore`] that wakes the relay after each committed order, so an event normally
 /// leaves within one round trip instead of waiting for the next poll.
@@ -82,9 +59,5 @@ impl OrderStore for NotifyingStore {
 
     fn backend(&self) -> &'static str {
         self.inner.backend()
-    }
-
-    fn outbox(&self) -> Arc<dyn Outbox> {
-        self.inner.outbox()
     }
 }

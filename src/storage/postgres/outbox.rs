@@ -5,16 +5,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::store::{Outbox, OutboxRow, chrono_duration};
-use crate::storage::{PgStore, StoreError};
+use super::PgStore;
+use crate::domain::StoreError;
+use crate::domain::outbox::{OutboxRow, OutboxStore, chrono_duration};
+use crate::storage::row::ClaimedRow;
 
 #[async_trait]
-impl Outbox for PgStore {
+impl OutboxStore for PgStore {
     /// One statement: `SKIP LOCKED` lets a concurrent relay take the next rows instead of
     /// waiting, and PostgreSQL re-checks the `WHERE` on rows another relay just claimed, so two
     /// relays never claim the same row while its lease runs.
     async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut rows: Vec<OutboxRow> = sqlx::query_as(
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
             "UPDATE outbox SET claimed_until = $2 WHERE id IN ( \
                SELECT id FROM outbox \
                WHERE published_at IS NULL AND next_attempt_at <= $1 \
@@ -27,9 +29,7 @@ impl Outbox for PgStore {
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        // RETURNING does not promise an order.
-        rows.sort_by_key(|row| row.id);
-        Ok(rows)
+        Ok(super::super::row::claimed(rows))
     }
 
     async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -1,0 +1,80 @@
+//! `HTTP_*` and `METRICS_ADDR`: where the service listens and what a client may hold.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::env::{ConfigError, Env};
+
+/// The edge: listeners, body limits, in-flight limits and connection timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `HTTP_ADDR`: where the API (and `/metrics`, unless `METRICS_ADDR`) listens.
+    pub addr: SocketAddr,
+    /// `METRICS_ADDR`: when set, `/metrics` is served there (and not on the API port), so it can
+    /// be bound to a private interface.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `HTTP_BODY_LIMIT_BYTES`: larger request bodies get 413 before they are read.
+    pub body_limit_bytes: usize,
+    /// `HTTP_BODY_READ_TIMEOUT_MS`: a request body that has not fully arrived within this gets 408.
+    pub body_read_timeout: Duration,
+    /// `HTTP_MAX_IN_FLIGHT`: order writes (`POST /v1/…`) served at once before shedding with 503;
+    /// a body is read before its request counts here. The default, 128, is twice an upstream's
+    /// bulkhead (64) plus room for orders waiting on the database pool: more in flight only
+    /// queue for the pool and cost memory (bench/run: peak RSS with 1,000 connections 74 MiB at
+    /// 512, 59–62 MiB at 128).
+    pub max_in_flight: usize,
+    /// `HTTP_MAX_READS_IN_FLIGHT`: `GET /v1/…` requests served at once, a limit apart from
+    /// writes so a flood of orders cannot starve reads (nor the reverse).
+    pub max_reads_in_flight: usize,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`: a connection that has not sent a whole request head within
+    /// this is closed (slowloris); hyper also times an HTTP/1 connection's wait for its next head
+    /// with it, so it bounds HTTP/1 keep-alive too.
+    pub header_read_timeout: Duration,
+    /// `HTTP_FIRST_BYTE_TIMEOUT_MS`: a connection that has sent nothing within this is closed.
+    pub first_byte_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_MS`: a connection with no request in flight for this long (HTTP/1
+    /// keep-alive, HTTP/2 with no stream) is closed.
+    pub idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: connections open at once (lingering ones included); more are
+    /// accepted and closed at once. Below the process's file limit, so `accept` never fails.
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    pub(super) fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            addr: env.parse("HTTP_ADDR", "127.0.0.1:8000", "expected host:port")?,
+            metrics_addr: env.record_optional(
+                "METRICS_ADDR",
+                env.get("METRICS_ADDR").map(|_| env.parse("METRICS_ADDR", "", "expected host:port")).transpose(),
+            )?,
+            body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
+            body_read_timeout: env.millis("HTTP_BODY_READ_TIMEOUT_MS", 10_000)?,
+            max_in_flight: env.number("HTTP_MAX_IN_FLIGHT", 128, 1..=1_000_000)?,
+            max_reads_in_flight: env.number("HTTP_MAX_READS_IN_FLIGHT", 128, 1..=1_000_000)?,
+            header_read_timeout: env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 30_000)?,
+            first_byte_timeout: env.millis("HTTP_FIRST_BYTE_TIMEOUT_MS", 10_000)?,
+            idle_timeout: env.millis("HTTP_IDLE_TIMEOUT_MS", 60_000)?,
+            max_connections: env.number("HTTP_MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+        })
+    }
+}
+
+/// `SHUTDOWN_*`: how SIGTERM drains (see `Application::run_until_stopped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// `SHUTDOWN_DELAY_MS`: after SIGTERM, keep serving (unready) this long before closing, so
+    /// load balancers notice first.
+    pub delay: Duration,
+    /// `SHUTDOWN_DRAIN_TIMEOUT_MS`: the longest in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl ShutdownConfig {
+    pub(super) fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            delay: Duration::from_millis(env.number("SHUTDOWN_DELAY_MS", 0, 0..=600_000)?),
+            drain_timeout: env.millis("SHUTDOWN_DRAIN_TIMEOUT_MS", 10_000)?,
+        })
+    }
+}

@@ -1,11 +1,12 @@
 """Runs one experiment: steady state, fault, recovery, under a bounded load, while /metrics is
 polled; then its checks turn what was seen into PASS/FAIL rows."""
 
-import math
 import time
 from dataclasses import dataclass
 
-from .load import Load
+from orderkit.load import Load
+from orderkit.stats import pct, share, status_mix
+
 from .observe import MetricsPoller
 
 # The service's defaults (README "Configuration"): what a hypothesis assumes of a running stack.
@@ -22,8 +23,6 @@ DEFAULTS = {
     "USER_BREAKER_KEY_MIN_CALLS": 5, "PRODUCT_BREAKER_KEY_MIN_CALLS": 5,
     "OUTBOX_RECONNECT_MAX_MS": 30000,
 }
-
-ADA = "7c11e1ce2741"  # 200 after 300 ms in the fault table
 
 
 @dataclass
@@ -95,33 +94,6 @@ class Run:
 
     def snapshots(self):
         return self.poller.snapshots
-
-
-def share(results, pred):
-    return sum(1 for r in results if pred(r)) / len(results) if results else 0.0
-
-
-def pct(x):
-    return f"{100 * x:.1f} %"
-
-
-def percentile(values, q):
-    if not values:
-        return math.nan
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
-
-
-def ms(seconds):
-    return "n/a" if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)) else f"{seconds * 1000:.0f} ms"
-
-
-def status_mix(results):
-    mix = {}
-    for r in results:
-        key = str(r.status) if r.status else "no answer"
-        mix[key] = mix.get(key, 0) + 1
-    return ", ".join(f"{k}×{v}" for k, v in sorted(mix.items())) or "none"
 
 
 def steady(run, label=None, floor=0.99, phase="before"):

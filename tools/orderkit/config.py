@@ -14,7 +14,10 @@ def print_config(bin_dir, env):
     if not os.access(path, os.X_OK):
         raise SystemExit(f"{path} not found: cargo build --workspace --bins, or set --bin-dir / BIN_DIR "
                          "(the service's defaults are read from it)")
-    out = subprocess.run([path, "--print-config"], env=env, capture_output=True, text=True, timeout=30)
+    try:
+        out = subprocess.run([path, "--print-config"], env=env, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{path} --print-config printed nothing in 20 s (built before --print-config? rebuild)")
     if out.returncode != 0:
         raise RuntimeError(f"{path} --print-config failed: {out.stderr.strip()}")
     return json.loads(out.stdout)

@@ -11,11 +11,12 @@ import time
 import urllib.error
 import urllib.request
 
-from lib import core, promtext  # chaos/experiments/lib, on the path set by bench/run
+from orderkit import promtext
+from orderkit.faulttable import ADA
+from orderkit.stats import percentile
 
 from . import wrk
 
-ADA = "7c11e1ce2741"
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
 
@@ -151,20 +152,20 @@ def amplification_and_open_circuit(stack, d):
 
 
 def log_offset(stack):
-    return os.path.getsize(stack.log_path)
+    return os.path.getsize(stack.service.log_path)
 
 
 def service_times(stack, offset, route):
     """Percentiles of `latency_ms` in the service's request log lines for `route` written after
     `offset`: time from request to response inside the process, without the client or kernel."""
-    with open(stack.log_path) as f:
+    with open(stack.service.log_path) as f:
         f.seek(offset)
         lines = f.read().splitlines()
     took = sorted(1000 * e["latency_ms"] for e in map(_json_or_none, lines)
                   if e and "latency_ms" in e and e.get("span", {}).get("route") == route)
     if not took:
-        raise RuntimeError(f"no request log lines for {route} in {stack.log_path}")
-    at = lambda q: core.percentile(took, q)  # noqa: E731
+        raise RuntimeError(f"no request log lines for {route} in {stack.service.log_path}")
+    at = lambda q: percentile(took, q)  # noqa: E731
     return {"requests": len(took), "p50_us": at(0.5), "p99_us": at(0.99), "p999_us": at(0.999), "max_us": took[-1]}
 
 

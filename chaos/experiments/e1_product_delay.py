@@ -1,6 +1,8 @@
 """Experiment 1: product-service answers one product 60 s late."""
 
-from lib.core import ADA, pct, percentile, ms, share, status_mix, steady
+from harness.core import steady
+from orderkit.faulttable import ADA
+from orderkit.stats import ms, pct, percentile, share, status_mix
 
 NAME = "product-delay"
 TITLE = "product-service: one product 60 s late"

@@ -2,9 +2,11 @@
 
 import math
 
-from lib.core import ADA, ms, pct, share, status_mix, steady
-from lib.observe import FAILED_OUTCOMES, REAL_OUTCOMES
-from lib import promtext
+from harness.core import steady
+from harness.observe import FAILED_OUTCOMES, REAL_OUTCOMES
+from orderkit import promtext
+from orderkit.faulttable import ADA
+from orderkit.stats import ms, pct, share, status_mix
 
 NAME = "product-outage"
 TITLE = "product-service down"

@@ -1,6 +1,8 @@
 """Experiment 3: user-service fails half of its answers."""
 
-from lib.core import ADA, pct, share, status_mix, steady
+from harness.core import steady
+from orderkit.faulttable import ADA
+from orderkit.stats import pct, share, status_mix
 
 NAME = "user-errors"
 TITLE = "user-service: 50 % errors"

@@ -2,8 +2,10 @@
 
 import time
 
-from lib.core import ADA, pct, share, status_mix, steady
-from lib.events import EventCollector
+from harness.core import steady
+from orderkit.events import EventCollector
+from orderkit.faulttable import ADA
+from orderkit.stats import pct, share, status_mix
 
 NAME = "broker-outage"
 TITLE = "RabbitMQ unreachable"

@@ -6,7 +6,7 @@ import threading
 import time
 import urllib.request
 
-from . import promtext
+from orderkit import promtext
 
 KEEP = (
     "circuit_breaker_state", "circuit_breaker_transitions_total", "circuit_breaker_keys_open",

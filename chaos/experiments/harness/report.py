@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import asdict
 
-from . import promtext
+from orderkit import promtext
 
 STATE_Y = {"closed": 0, "half_open": 1, "open": 2}
 

@@ -1,30 +1,13 @@
 """Runs one experiment: steady state, fault, recovery, under a bounded load, while /metrics is
 polled; then its checks turn what was seen into PASS/FAIL rows."""
 
-import math
 import time
 from dataclasses import dataclass
 
-from .load import Load
+from orderkit.load import Load
+from orderkit.stats import pct, share, status_mix
+
 from .observe import MetricsPoller
-
-# The service's defaults (README "Configuration"): what a hypothesis assumes of a running stack.
-DEFAULTS = {
-    "ORDER_DEADLINE_MS": 2000,
-    "USER_ATTEMPT_TIMEOUT_MS": 800, "PRODUCT_ATTEMPT_TIMEOUT_MS": 800,
-    "USER_MAX_ATTEMPTS": 3, "PRODUCT_MAX_ATTEMPTS": 3,
-    "USER_RETRY_BUDGET_PERCENT": 20, "PRODUCT_RETRY_BUDGET_PERCENT": 20,
-    "USER_RETRY_BUDGET_MIN_PER_SEC": 5, "PRODUCT_RETRY_BUDGET_MIN_PER_SEC": 5,
-    "USER_BREAKER_WINDOW_MS": 10000, "PRODUCT_BREAKER_WINDOW_MS": 10000,
-    "USER_BREAKER_OPEN_MS": 5000, "PRODUCT_BREAKER_OPEN_MS": 5000,
-    "USER_BREAKER_MIN_CALLS": 20, "PRODUCT_BREAKER_MIN_CALLS": 20,
-    "USER_BREAKER_FAILURE_RATE_PERCENT": 80, "PRODUCT_BREAKER_FAILURE_RATE_PERCENT": 80,
-    "USER_BREAKER_KEY_MIN_CALLS": 5, "PRODUCT_BREAKER_KEY_MIN_CALLS": 5,
-    "OUTBOX_RECONNECT_MAX_MS": 30000,
-}
-
-ADA = "7c11e1ce2741"  # 200 after 300 ms in the fault table
-
 
 @dataclass
 class Check:
@@ -95,33 +78,6 @@ class Run:
 
     def snapshots(self):
         return self.poller.snapshots
-
-
-def share(results, pred):
-    return sum(1 for r in results if pred(r)) / len(results) if results else 0.0
-
-
-def pct(x):
-    return f"{100 * x:.1f} %"
-
-
-def percentile(values, q):
-    if not values:
-        return math.nan
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
-
-
-def ms(seconds):
-    return "n/a" if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)) else f"{seconds * 1000:.0f} ms"
-
-
-def status_mix(results):
-    mix = {}
-    for r in results:
-        key = str(r.status) if r.status else "no answer"
-        mix[key] = mix.get(key, 0) + 1
-    return ", ".join(f"{k}×{v}" for k, v in sorted(mix.items())) or "none"
 
 
 def steady(run, label=None, floor=0.99, phase="before"):

@@ -5,6 +5,7 @@
 mod keys;
 mod postgres;
 mod row;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::config::{Backend, DatabaseConfig};
 use crate::domain::{OrderStore, OutboxStore, StoreError};
 
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 impl From<sqlx::Error> for StoreError {

@@ -1,18 +1,21 @@
 //! # order-service
 //!
 //! An order API that stays fast and correct while the services it depends on are slow, flaky
-//! or down. See `README.md` for running it and `../shared/DESIGN.md` for the contracts.
+//! or down. See `README.md` for running it, `docs/contracts.md` for the contracts and
+//! `docs/architecture.md` for the module map and the allowed direction of imports.
 //!
 //! # Layout (in the order a request flows through it)
 //!
-//! - [`config`] — one typed `Config` from the environment.
-//! - [`http`] — axum routes, extractors, problem+json errors, health, OpenAPI.
-//! - [`domain`] — ids, money, orders and the place-order use case.
-//! - [`upstream`] — user-service and product-service clients over one tower stack each.
-//! - [`storage`] — the `OrderStore` trait, PostgreSQL and SQLite; order + outbox row in one tx.
-//! - [`outbox`] — the relay: outbox rows to RabbitMQ with publisher confirms, at-least-once.
-//! - [`telemetry`] — logging and metrics.
-//! - [`startup`] — builds the `Application` from a `Config` and runs it.
+//! - [`http`] — the edge: accept loop and connection limits, admission, routes, extractors,
+//!   problem+json errors, health, OpenAPI and `/docs`.
+//! - [`domain`] — ids, money, orders, idempotency rules, the place-order use case, and the
+//!   ports it needs: [`domain::lookup`], [`domain::store`], [`domain::outbox`].
+//! - [`upstream`] — the lookup port over one tower stack per upstream.
+//! - [`storage`] — the store and outbox ports on PostgreSQL and SQLite.
+//! - [`relay`] — outbox rows to RabbitMQ with publisher confirms, at-least-once.
+//! - [`ops`] — breaker and broker status, published by the adapters, read by readiness.
+//! - [`config`], [`backoff`], [`telemetry`] — leaves: settings, shared backoff, logs and metrics.
+//! - [`startup`] — the one place that builds the adapters and wires them in.
 
 pub mod backoff;
 pub mod config;

@@ -161,7 +161,7 @@ impl Relay {
     pub async fn run(mut self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
         metrics::outbox_started();
         let mut failures = 0u32;
-        while !*stop.borrow() {
+        'passes: while !*stop.borrow() {
             let pause = match self.relay_once().await {
                 Ok(outcome) => {
                     failures = 0;
@@ -178,13 +178,27 @@ impl Relay {
                     delay.max(self.settings.reconnect.base)
                 }
             };
-            tokio::select! {
-                _ = wake.notified(), if failures == 0 => {}
-                _ = tokio::time::sleep(pause) => {}
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        break; // the handle is gone: nobody can stop us later, so stop now
+            let until = tokio::time::Instant::now() + pause;
+            loop {
+                // While the broker is away the backlog still grows: count it every second
+                // between reconnect attempts, however long the backoff has become.
+                let step = if failures == 0 { pause } else { PENDING_REFRESH };
+                let wait = until.saturating_duration_since(tokio::time::Instant::now()).min(step);
+                tokio::select! {
+                    _ = wake.notified(), if failures == 0 => break,
+                    _ = tokio::time::sleep(wait) => {}
+                    changed = stop.changed() => {
+                        if changed.is_err() {
+                            break 'passes; // the handle is gone: nobody can stop us later, so stop now
+                        }
+                        break;
                     }
+                }
+                if tokio::time::Instant::now() >= until {
+                    break;
+                }
+                if let Err(error) = self.count_pending().await {
+                    tracing::debug!(%error, "could not count pending outbox events");
                 }
             }
         }

@@ -107,7 +107,7 @@ def fail_fast(stack, d, deadline_ms):
                 answers=[{"status": st, "ms": round(s * 1000, 1)} for st, s in answers])]
 
 
-# Outcomes of attempts that reached the transport (DESIGN.md); refusals by breaker or bulkhead are not.
+# Outcomes of attempts that reached the transport (docs/contracts.md); refusals by breaker or bulkhead are not.
 SENT = ("success", "not_found", "server_error", "timeout", "connect_error", "invalid_response")
 
 

@@ -1,6 +1,6 @@
 //! The fault table as data: what each known key answers, and after how long.
 //!
-//! The default is `catalogue.json` beside this crate (the table of DESIGN.md), compiled in so
+//! The default is `catalogue.json` beside this crate (the table of docs/contracts.md), compiled in so
 //! the binary works from anywhere; `SIM_CATALOGUE=path.json` replaces it with a user's file.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The built-in catalogue: exactly the fault table of DESIGN.md.
+/// The built-in catalogue: exactly the fault table of docs/contracts.md.
 pub const DEFAULT_CATALOGUE: &str = include_str!("../catalogue.json");
 
 /// Both upstreams' entries, keyed by user id / product code.

@@ -1,6 +1,6 @@
 //! # upstream-sim
 //!
-//! Simulates user-service and product-service with the fault table of DESIGN.md, on two
+//! Simulates user-service and product-service with the fault table of docs/contracts.md, on two
 //! ports, so the order service can be run, tested and broken on purpose without the real ones.
 //!
 //! # Layout

@@ -79,7 +79,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Every `outcome` label of `upstream_requests_total` (DESIGN.md), registered at zero.
+    /// Every `outcome` label of `upstream_requests_total` (docs/contracts.md), registered at zero.
     pub const OUTCOMES: [&'static str; 8] = [
         "success",
         "not_found",

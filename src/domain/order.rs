@@ -56,7 +56,7 @@ impl Order {
         }
     }
 
-    /// The `payload` of the `order.created` event (DESIGN.md); the relay adds the envelope.
+    /// The `payload` of the `order.created` event (docs/contracts.md); the relay adds the envelope.
     pub fn created_payload(&self) -> serde_json::Value {
         serde_json::json!({ "order": OrderCreated::from(self) })
     }

@@ -21,7 +21,7 @@ use super::{health, orders};
 )]
 pub struct ApiDoc;
 
-/// Prometheus text exposition of every metric in DESIGN.md.
+/// Prometheus text exposition of every metric of the service (names fixed in the contracts).
 #[utoipa::path(get, path = "/metrics", tag = "telemetry",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 #[expect(dead_code, reason = "documents the /metrics route, which telemetry serves")]

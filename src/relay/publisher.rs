@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::domain::order::rfc3339;
 
-/// The exchange of DESIGN.md (durable, topic).
+/// The exchange of docs/contracts.md (durable, topic).
 pub const EXCHANGE: &str = "orders";
 /// The routing key of `order.created`.
 pub const ROUTING_KEY: &str = "created_order";
@@ -135,7 +135,7 @@ impl Publish for Publisher {
     }
 }
 
-/// The message body of DESIGN.md around a stored payload, `sent_at` = now. A payload that is
+/// The message body of docs/contracts.md around a stored payload, `sent_at` = now. A payload that is
 /// not `{"order": {...}}` is refused here, before it reaches any consumer.
 pub fn envelope(payload: &str) -> Result<Vec<u8>, String> {
     let payload: Value = serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;

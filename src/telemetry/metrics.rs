@@ -1,4 +1,4 @@
-//! Every metric of DESIGN.md, defined once: name, help text, buckets, and one small function
+//! Every metric of docs/contracts.md, defined once: name, help text, buckets, and one small function
 //! per event so call sites cannot misspell a name or a label. Labels never carry ids.
 
 use std::sync::OnceLock;

@@ -2,7 +2,7 @@
 //!
 //! - [`context`] — request id and trace context, carried to upstream calls.
 //! - [`logging`] — JSON lines or readable text, levels from `RUST_LOG`.
-//! - [`metrics`] — every metric of DESIGN.md: name, help, buckets and the recording helpers.
+//! - [`metrics`] — every metric of docs/contracts.md: name, help, buckets and the recording helpers.
 
 pub mod context;
 pub mod logging;

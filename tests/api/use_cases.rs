@@ -1,4 +1,4 @@
-//! The fault table of DESIGN.md against the simulator, one order at a time.
+//! The fault table of docs/contracts.md against the simulator, one order at a time.
 
 use serde_json::Value;
 

@@ -15,8 +15,7 @@ use order_service::relay::{NotifyingStore, Relay, RelaySettings};
 use order_service::storage::{self, Stores};
 use tokio::sync::Notify;
 
-use crate::helpers::{Backend, TestDb};
-use crate::outbox::{BROKER, TestConsumer};
+use crate::kit::{BROKER, Backend, TestConsumer, TestDb};
 
 const EVENTS: usize = 3000;
 const BATCH: usize = 100;

@@ -4,8 +4,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
-use crate::outbox::{BROKER, TestConsumer, message_id};
+use crate::kit::{BROKER, Backend, TestConsumer, TestDb, Upstreams, binary, free_port, message_id, wait_ready};
 
 fn start(port: u16, db: &TestDb, upstreams: &Upstreams) -> Child {
     binary(port, &db.url, upstreams)

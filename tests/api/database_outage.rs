@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
-use crate::proxy::CutProxy;
+use crate::kit::{Backend, CutProxy, TestApp, Upstreams, problem};
 
 const ADA: &str = "7c11e1ce2741";
 

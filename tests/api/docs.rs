@@ -7,7 +7,7 @@ use std::time::Duration;
 use wiremock::matchers::any;
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::kit::{Backend, TestApp, Upstreams, problem};
 
 /// `CHROMIUM` names the browser; Debian's package installs `chromium`.
 fn chromium() -> String {

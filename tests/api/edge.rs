@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Backend, TestApp, problem};
+use crate::kit::{Backend, TestApp, problem};
 
 /// Reads until the server closes the connection (bounded, so a broken server fails the test
 /// instead of hanging it); returns what it sent.

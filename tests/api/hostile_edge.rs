@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Backend, TestApp, TestDb, Upstreams, binary, free_port, problem, sample, wait_ready};
+use crate::kit::{Backend, TestApp, TestDb, Upstreams, binary, free_port, problem, sample, wait_ready};
 
 const ADA: &str = "7c11e1ce2741";
 const OPEN_CONNECTIONS: &str = "http_server_open_connections";

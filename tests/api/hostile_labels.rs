@@ -3,8 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::helpers::{Backend, TestApp};
-use crate::raw_http::RawConnection;
+use crate::kit::{Backend, RawConnection, TestApp};
 
 /// The methods a metric may name; anything else is `other`.
 const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "other"];

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Backend, TestApp, Upstreams, free_port, problem, sample};
+use crate::kit::{Backend, TestApp, Upstreams, free_port, problem, sample};
 
 const ADA: &str = "7c11e1ce2741";
 

@@ -16,10 +16,10 @@ use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{
-    Backend, TestApp, TestDb, Upstreams, binary, free_port, problem, sample, sample_order, wait_ready,
+use crate::kit::{
+    BROKER, Backend, TestApp, TestConsumer, TestDb, Upstreams, binary, free_port, message_id, problem, sample,
+    sample_order, wait_ready,
 };
-use crate::outbox::{BROKER, TestConsumer, message_id};
 
 crate::on_both_backends!(
     a_repeat_replays_the_first_response_without_calling_the_upstreams,

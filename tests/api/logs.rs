@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
+use crate::kit::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
 
 #[tokio::test]
 async fn each_request_logs_one_json_line_with_id_route_status_and_latency() {

@@ -3,7 +3,7 @@
 use order_service::config::DatabaseConfig;
 use order_service::storage::{PgStore, SqliteStore};
 
-use crate::helpers::{Backend, TestDb};
+use crate::kit::{Backend, TestDb};
 
 fn pool(url: &str) -> DatabaseConfig {
     DatabaseConfig::new(url, 2, std::time::Duration::from_secs(10)).expect("database url")

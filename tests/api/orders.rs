@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::kit::{Backend, TestApp, Upstreams, problem};
 
 crate::on_both_backends!(
     an_order_is_created_read_back_and_listed,

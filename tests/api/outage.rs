@@ -8,9 +8,7 @@ use std::time::Duration;
 use order_service::relay::RelaySettings;
 use tokio::sync::Notify;
 
-use crate::helpers::{Backend, TestApp, sample};
-use crate::outbox::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
-use crate::proxy::CutProxy;
+use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, app, create, ids, message_id, new_relay, sample};
 
 crate::on_both_backends!(
     orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order,

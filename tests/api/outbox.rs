@@ -4,24 +4,13 @@
 //! exchange and keeps only the messages of the orders it created: tests run in parallel.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
-use order_service::config::DatabaseConfig;
-use order_service::domain::OutboxStore;
-use order_service::relay::publisher::Amqp;
+use lapin::types::AMQPValue;
 use order_service::relay::{Relay, RelaySettings};
-use order_service::storage;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, TestDb, Upstreams, free_port, sample};
-
-pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+use crate::kit::{BROKER, Backend, TestConsumer, app, create, free_port, ids, message_id, new_relay, sample};
 
 crate::on_both_backends!(
     events_reach_a_consumer_exactly_as_the_contract_says,
@@ -29,100 +18,6 @@ crate::on_both_backends!(
     an_event_published_but_not_marked_is_published_again,
     a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it,
 );
-
-/// A queue of this test's own on the `orders` exchange.
-pub struct TestConsumer {
-    _connection: Connection,
-    consumer: Consumer,
-}
-
-impl TestConsumer {
-    pub async fn bind() -> Self {
-        let connection = Connection::connect(BROKER, ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ must be running on 127.0.0.1:5672 for the tests");
-        let channel = connection.create_channel().await.expect("channel");
-        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        channel
-            .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await
-            .expect("exchange");
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
-        let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.expect("queue");
-        let name = queue.name().clone();
-        channel
-            .queue_bind(
-                name.clone(),
-                "orders".into(),
-                "created_order".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-        let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-        let consumer = channel.basic_consume(name, "".into(), no_ack, FieldTable::default()).await.expect("consume");
-        Self { _connection: connection, consumer }
-    }
-
-    /// The messages for `ids` that arrive within `wait`, stopping early once `want` arrived.
-    pub async fn take(&mut self, ids: &[String], want: usize, wait: Duration) -> Vec<Delivery> {
-        let mut got = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
-        while got.len() < want {
-            let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, self.consumer.next()).await else {
-                break;
-            };
-            let delivery = delivery.expect("delivery");
-            if ids.iter().any(|id| Some(id.as_str()) == delivery.properties.message_id().as_ref().map(|m| m.as_str())) {
-                got.push(delivery);
-            }
-        }
-        got
-    }
-
-    /// The next message, whoever it is for (benchmarks filter it themselves).
-    pub async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.consumer.next().await.and_then(Result::ok)
-    }
-}
-
-pub fn message_id(delivery: &Delivery) -> String {
-    delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default()
-}
-
-/// An app whose upstreams answer at once; `env` adds variables.
-pub async fn app(backend: Backend, env: &[(&str, &str)]) -> TestApp {
-    let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
-    let mut builder = TestApp::builder(backend).upstreams(upstreams);
-    for (name, value) in env {
-        builder = builder.env(name, value);
-    }
-    builder.spawn().await
-}
-
-/// Creates `n` orders (all must be 201) and returns their bodies, in creation order.
-pub async fn create(app: &TestApp, n: usize) -> Vec<Value> {
-    let mut orders = Vec::with_capacity(n);
-    for _ in 0..n {
-        let response = app.post_order("7c11e1ce2741", "classic-box").await;
-        assert_eq!(response.status(), 201);
-        orders.push(response.json().await.expect("json"));
-    }
-    orders
-}
-
-pub fn ids(orders: &[Value]) -> Vec<String> {
-    orders.iter().map(|o| o["id"].as_str().expect("id").to_owned()).collect()
-}
-
-/// A relay of the test's own over the test database.
-pub async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn OutboxStore>) {
-    let config = DatabaseConfig::new(&db.url, 2, Duration::from_secs(5)).expect("database url");
-    let stores = storage::connect(&config).await.expect("store");
-    (Relay::new(Arc::clone(&stores.outbox), Arc::new(Amqp { url: BROKER.to_owned() }), settings), stores.outbox)
-}
 
 async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) {
     let mut consumer = TestConsumer::bind().await;

@@ -8,7 +8,7 @@ use upstream_sim::{Catalogue, SimConfig};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{Backend, TestApp, Upstreams, free_port, problem, sample};
+use crate::kit::{Backend, TestApp, Upstreams, free_port, problem, sample};
 
 const ADA: &str = "7c11e1ce2741";
 

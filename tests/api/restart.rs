@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp, Upstreams};
-use crate::outbox::{BROKER, TestConsumer, message_id};
-use crate::proxy::CutProxy;
+use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, Upstreams, message_id};
 
 const CLIENTS: usize = 6;
 /// Each client places orders for this long; the outage falls in the middle.

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use crate::helpers::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
+use crate::kit::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
 
 const SECRET: &str = "pw-3a9f1c-do-not-log";
 

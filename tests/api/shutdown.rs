@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp};
+use crate::kit::{Backend, TestApp};
 
 const ADA: &str = "7c11e1ce2741";
 

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, problem};
+use crate::kit::{Backend, TestApp, problem};
 
 const ADA: &str = "7c11e1ce2741";
 const ALAN: &str = "e6f24d7d1c7e";

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::kit::{Backend, TestApp, Upstreams, problem};
 
 async fn app() -> TestApp {
     TestApp::builder(Backend::Sqlite).upstreams(Upstreams::mock().await).spawn().await

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::helpers::TestApp;
+use super::TestApp;
 
 /// One response: status, head (status line and headers, lower-cased names kept as sent), body.
 pub struct RawResponse {

@@ -1,0 +1,49 @@
+//! The shared test kit, one file per responsibility:
+//!
+//! - `db`: a database of its own per test (PostgreSQL or SQLite), inspected or sabotaged directly;
+//! - `upstreams`: the simulator in-process, or wiremock servers when a test counts calls;
+//! - `app`: the real application in-process on a random port, and the problem+json reader;
+//! - `binary`: the real `order-service` process, for signals, kills and its logs;
+//! - `broker`: a queue of the test's own on the real RabbitMQ, and a relay of the test's own;
+//! - `proxy`: a TCP proxy that cuts PostgreSQL or RabbitMQ for one test only;
+//! - `raw_http`: bytes on a socket, for what reqwest would refuse or tidy;
+//! - `metrics`: `/metrics` text read as a dashboard reads it.
+//!
+//! Tests import from `crate::kit` directly; the files are the kit's own business.
+
+mod app;
+mod binary;
+mod broker;
+mod db;
+mod metrics;
+mod proxy;
+mod raw_http;
+mod upstreams;
+
+pub use app::{TestApp, problem};
+pub use binary::{binary, wait_ready};
+pub use broker::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
+pub use db::{Backend, TestDb, sample_order};
+pub use metrics::sample;
+pub use proxy::CutProxy;
+pub use raw_http::{RawConnection, RawResponse};
+pub use upstreams::Upstreams;
+
+/// Declares `async fn name(backend)` tests once, run on PostgreSQL and on SQLite.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name($crate::kit::Backend::Postgres).await } )*
+        }
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name($crate::kit::Backend::Sqlite).await } )*
+        }
+    };
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}

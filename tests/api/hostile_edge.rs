@@ -2,13 +2,12 @@
 //! read capacity (a flood of writes), file handles (silent, idle or surplus connections), a
 //! quick shutdown (idle connections), or the 413 of an oversized body (lingering close).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::{Backend, TestApp, TestDb, Upstreams, binary, free_port, problem, sample, wait_ready};
+use crate::kit::{Backend, TestApp, TestBinary, problem, sample};
 
 const ADA: &str = "7c11e1ce2741";
 const OPEN_CONNECTIONS: &str = "http_server_open_connections";
@@ -212,18 +211,12 @@ async fn a_client_that_writes_a_whole_oversized_body_first_reads_its_413() {
 #[tokio::test]
 async fn sigterm_does_not_wait_for_idle_or_silent_connections() {
     const DRAIN: Duration = Duration::from_secs(30);
-    let db = TestDb::new(Backend::Sqlite).await;
-    let upstreams = Upstreams::simulator().await;
-    let port = free_port();
-    let mut child = binary(port, &db.url, &upstreams)
+    let service = TestBinary::new(Backend::Sqlite)
+        .await
         .env("SHUTDOWN_DRAIN_TIMEOUT_MS", DRAIN.as_millis().to_string())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("order-service starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let log = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    wait_ready(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+        .env("RUST_LOG", "info");
+    let mut running = service.start().await;
+    let port = service.port;
 
     let mut idle_h2 = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     idle_h2.write_all(H2_PREFACE).await.expect("preface");
@@ -236,18 +229,10 @@ async fn sigterm_does_not_wait_for_idle_or_silent_connections() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let signalled = Instant::now();
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let mut status = None;
-    while status.is_none() && signalled.elapsed() < DRAIN + Duration::from_secs(10) {
-        status = child.try_wait().expect("wait");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    running.sigterm();
+    let status = running.exit_status(DRAIN + Duration::from_secs(10)).await;
     let waited = signalled.elapsed();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let status = child.wait().expect("exit status");
-    let log = log.join().expect("log reader");
+    let log = running.output().stdout;
     assert!(status.success(), "SIGTERM drains and exits 0: {status}");
     assert!(!log.contains("drain timeout"), "no connection held the drain: {log}");
     assert!(waited < DRAIN, "it did not wait for the drain timeout ({waited:?})");

@@ -1,7 +1,6 @@
 //! `Idempotency-Key`: a repeated request replays the first order instead of placing another,
 //! on PostgreSQL and SQLite, under concurrency and across a kill -9 of the real binary.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
@@ -17,8 +16,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::kit::{
-    BROKER, Backend, TestApp, TestConsumer, TestDb, Upstreams, binary, free_port, message_id, problem, sample,
-    sample_order, wait_ready,
+    BROKER, Backend, TestApp, TestBinary, TestConsumer, TestDb, Upstreams, message_id, problem, sample, sample_order,
 };
 
 crate::on_both_backends!(
@@ -314,32 +312,22 @@ async fn a_409_says_how_long_the_key_stays_held(backend: Backend) {
 /// A completed key survives a kill -9 and a restart of the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_is_replayed_after_a_kill_and_restart() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let upstreams = Upstreams::simulator().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let start = || binary(port, &db.url, &upstreams).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn();
+    let service = TestBinary::new(Backend::Postgres).await.env("RUST_LOG", "warn");
     let post = |key: &'static str| {
         let body = json!({"user_id": ADA, "product_code": BOX});
-        http.post(format!("{base}/v1/orders")).header("Idempotency-Key", key).json(&body).send()
+        service.http.post(service.url("/v1/orders")).header("Idempotency-Key", key).json(&body).send()
     };
 
-    let mut child = start().expect("order-service starts");
-    wait_ready(&http, &base).await;
+    let mut running = service.start().await;
     let first = post("survives-restart").await.expect("request");
     assert_eq!(first.status(), 201);
     let first_body = first.text().await.expect("body");
-    child.kill().expect("kill -9");
-    child.wait().expect("reaped");
+    running.kill();
 
-    let mut child = start().expect("order-service restarts");
-    wait_ready(&http, &base).await;
+    let _restarted = service.start().await;
     let again = post("survives-restart").await.expect("request");
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.text().await.expect("body"), first_body);
-    assert_eq!(db.count("orders").await, 1);
-    child.kill().expect("stop");
-    let _ = child.wait();
+    assert_eq!(service.db.count("orders").await, 1);
 }

@@ -7,7 +7,8 @@
 //! - `broker`: a queue of the test's own on the real RabbitMQ, and a relay of the test's own;
 //! - `proxy`: a TCP proxy that cuts PostgreSQL or RabbitMQ for one test only;
 //! - `raw_http`: bytes on a socket, for what reqwest would refuse or tidy;
-//! - `metrics`: `/metrics` text read as a dashboard reads it.
+//! - `metrics`: `/metrics` text read as a dashboard reads it;
+//! - `wait`: polling for what happens asynchronously, bounded, without timing assertions.
 //!
 //! Tests import from `crate::kit` directly; the files are the kit's own business.
 
@@ -19,15 +20,17 @@ mod metrics;
 mod proxy;
 mod raw_http;
 mod upstreams;
+mod wait;
 
 pub use app::{TestApp, problem};
-pub use binary::{binary, wait_ready};
+pub use binary::{Output, TestBinary};
 pub use broker::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
 pub use db::{Backend, TestDb, sample_order};
 pub use metrics::sample;
 pub use proxy::CutProxy;
 pub use raw_http::{RawConnection, RawResponse};
 pub use upstreams::Upstreams;
+pub use wait::eventually;
 
 /// Declares `async fn name(backend)` tests once, run on PostgreSQL and on SQLite.
 #[macro_export]

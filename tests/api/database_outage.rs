@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::kit::{Backend, CutProxy, TestApp, Upstreams, problem};
+use crate::kit::{Backend, CutProxy, TestApp, Upstreams, eventually, problem};
 
 const ADA: &str = "7c11e1ce2741";
 
@@ -33,14 +33,8 @@ async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
     assert_eq!((ready["status"].as_str(), ready["database"]["status"].as_str()), (Some("not_ready"), Some("down")));
 
     proxy.restore();
-    let mut recovered = false;
-    for _ in 0..50 {
-        if app.post_order(ADA, "classic-box").await.status() == 201 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let placed = async || app.post_order(ADA, "classic-box").await.status() == 201;
+    let recovered = eventually(Duration::from_secs(5), placed, |&placed| placed).await;
     assert!(recovered, "orders succeed again once the database is back");
     assert_eq!(app.get("/health/ready").await.status(), 200);
     assert_eq!(app.db.count("orders").await, 2, "nothing half-written during the outage");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wiremock::matchers::any;
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::kit::{Backend, TestApp, Upstreams, problem};
+use crate::kit::{Backend, TestApp, Upstreams, eventually, problem};
 
 /// `CHROMIUM` names the browser; Debian's package installs `chromium`.
 fn chromium() -> String {
@@ -92,9 +92,7 @@ async fn the_docs_page_is_served_while_the_api_sheds_load() {
             http.post(url).json(&body).send().await
         })
     };
-    while app.upstreams.received().await == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(5), || app.upstreams.received(), |&n| n > 0).await;
     // Reads have a limit of their own: a second order is what the full write limit sheds.
     let (status, body) = problem(app.post_order("u2", "p2").await).await;
     assert_eq!((status, body["type"].as_str()), (503, Some("/problems/load-shed")), "the API is full");

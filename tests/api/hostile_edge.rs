@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::{Backend, TestApp, TestBinary, problem, sample};
+use crate::kit::{Backend, TestApp, TestBinary, eventually, problem, sample};
 
 const ADA: &str = "7c11e1ce2741";
 const OPEN_CONNECTIONS: &str = "http_server_open_connections";
@@ -46,15 +46,7 @@ async fn open_connections(app: &TestApp) -> f64 {
 /// Scrapes the gauge until `until` holds (at most 5 s: accepting and closing are asynchronous)
 /// and returns the last value.
 async fn open_connections_once(app: &TestApp, until: impl Fn(f64) -> bool) -> f64 {
-    let mut value = open_connections(app).await;
-    for _ in 0..250 {
-        if until(value) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        value = open_connections(app).await;
-    }
-    value
+    eventually(Duration::from_secs(5), || open_connections(app), |open| until(*open)).await
 }
 
 #[tokio::test]
@@ -94,13 +86,8 @@ async fn reads_are_served_while_writes_are_shed() {
             })
         })
         .collect();
-    let sim = std::sync::Arc::clone(&app.upstreams.sim().sim);
-    for _ in 0..400 {
-        if sim.stats().products.total >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let sim = &app.upstreams.sim().sim;
+    eventually(Duration::from_secs(4), async || sim.stats().products.total, |&n| n >= 2).await;
     assert_eq!(sim.stats().products.total, 2, "both hanging orders hold a write permit");
 
     let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
@@ -172,14 +159,8 @@ async fn a_connection_over_the_cap_is_closed_unanswered() {
     let sent = read_until_closed(&mut held[0], Duration::from_secs(10)).await.expect("closed");
     assert!(String::from_utf8_lossy(&sent).starts_with("HTTP/1.1 200"), "the three within the cap are served");
     drop(held);
-    let mut status = None;
-    for _ in 0..250 {
-        status = reqwest::Client::new().get(app.url("/health/live")).send().await.ok().map(|r| r.status());
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let live = async || reqwest::Client::new().get(app.url("/health/live")).send().await.ok().map(|r| r.status());
+    let status = eventually(Duration::from_secs(5), live, Option::is_some).await;
     assert_eq!(status, Some(reqwest::StatusCode::OK), "room again once they have gone");
 }
 

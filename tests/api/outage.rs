@@ -8,7 +8,9 @@ use std::time::Duration;
 use order_service::relay::RelaySettings;
 use tokio::sync::Notify;
 
-use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, app, create, ids, message_id, new_relay, sample};
+use crate::kit::{
+    BROKER, Backend, CutProxy, TestApp, TestConsumer, app, create, eventually, ids, message_id, new_relay, sample,
+};
 
 crate::on_both_backends!(
     orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order,
@@ -29,17 +31,13 @@ async fn orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_i
 
     proxy.cut();
     let during = ids(&create(&app, 5).await); // every one a 201
-    let mut status = String::new();
-    for _ in 0..100 {
+    let broker_status = async || {
         let ready = app.get("/health/ready").await;
         assert_eq!(ready.status(), 200, "a broker outage never makes the service unready");
         let body: serde_json::Value = ready.json().await.expect("json");
-        status = body["broker"]["status"].as_str().unwrap_or_default().to_owned();
-        if status == "down" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        body["broker"]["status"].as_str().unwrap_or_default().to_owned()
+    };
+    let status = eventually(Duration::from_secs(5), broker_status, |status| status == "down").await;
     assert_eq!(status, "down");
     assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 5, "events wait in the outbox");
 
@@ -52,15 +50,7 @@ async fn orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_i
 
 /// Unpublished rows, waiting up to 5 s for them to reach zero.
 async fn pending_after_settling(app: &TestApp) -> i64 {
-    let mut pending = -1;
-    for _ in 0..100 {
-        pending = app.db.count("outbox WHERE published_at IS NULL").await;
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    pending
+    eventually(Duration::from_secs(5), || app.db.count("outbox WHERE published_at IS NULL"), |&n| n == 0).await
 }
 
 /// A commit wakes the relay at once: with a one-minute poll, only the wake-up can explain a
@@ -98,16 +88,12 @@ async fn the_relay_stops_when_asked_and_leaves_later_rows_pending() {
 async fn with_the_relay_off_outbox_pending_still_counts_the_waiting_events(backend: Backend) {
     let app = app(backend, &[("OUTBOX_PENDING_INTERVAL_MS", "100")]).await;
     create(&app, 3).await;
-    let mut reported = None;
-    for _ in 0..100 {
+    let pending = async || {
         let metrics = app.metrics().await;
         let series = metrics.lines().any(|line| line.starts_with("outbox_pending "));
-        reported = series.then(|| sample(&metrics, "outbox_pending", &[]));
-        if reported == Some(3.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        series.then(|| sample(&metrics, "outbox_pending", &[]))
+    };
+    let reported = eventually(Duration::from_secs(5), pending, |&reported| reported == Some(3.0)).await;
     assert_eq!(reported, Some(3.0), "outbox_pending with the relay off");
     assert_eq!(app.ready().await["broker"]["status"], "disabled");
 }

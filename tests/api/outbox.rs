@@ -10,7 +10,9 @@ use lapin::types::AMQPValue;
 use order_service::relay::{Relay, RelaySettings};
 use serde_json::Value;
 
-use crate::kit::{BROKER, Backend, TestConsumer, app, create, free_port, ids, message_id, new_relay, sample};
+use crate::kit::{
+    BROKER, Backend, TestConsumer, app, create, eventually, free_port, ids, message_id, new_relay, sample,
+};
 
 crate::on_both_backends!(
     events_reach_a_consumer_exactly_as_the_contract_says,
@@ -50,15 +52,11 @@ async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) 
     }
 
     // The row is marked after the ack, and the API and metrics say so.
-    let mut published = false;
-    for _ in 0..50 {
+    let is_published = async || {
         let order: Value = app.get(&format!("/v1/orders/{}", ids[2])).await.json().await.expect("json");
-        published = order["published"] == true;
-        if published {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        order["published"] == true
+    };
+    let published = eventually(Duration::from_secs(5), is_published, |&published| published).await;
     assert!(published, "published after the confirm");
     assert!(consumer.take(&ids, 1, Duration::from_millis(500)).await.is_empty(), "no duplicates");
     let ready = app.ready().await;
@@ -79,14 +77,8 @@ async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(ready["broker"]["status"], "down", "{ready}");
     // The backlog is counted while the broker is unreachable (outbox_pending and its alert).
-    let mut detail = Value::Null;
-    for _ in 0..60 {
-        detail = app.ready().await["broker"]["detail"].clone();
-        if detail == "5 events pending" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let broker_detail = async || app.ready().await["broker"]["detail"].clone();
+    let detail = eventually(Duration::from_secs(3), broker_detail, |detail| detail == "5 events pending").await;
     assert_eq!(detail, "5 events pending");
     let order: Value = app.get(&format!("/v1/orders/{}", ids[0])).await.json().await.expect("json");
     assert_eq!(order["published"], false);

@@ -8,7 +8,7 @@ use upstream_sim::{Catalogue, SimConfig};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::kit::{Backend, TestApp, Upstreams, free_port, problem, sample};
+use crate::kit::{Backend, TestApp, Upstreams, eventually, free_port, problem, sample};
 
 const ADA: &str = "7c11e1ce2741";
 
@@ -149,12 +149,7 @@ async fn a_definitive_failure_cancels_the_other_lookup_without_blaming_its_upstr
     assert_eq!((status, body["type"].as_str()), (422, Some("/problems/unknown-user")));
 
     let sim = &app.upstreams.sim().sim;
-    for _ in 0..100 {
-        if sim.stats().in_flight == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(2), async || sim.stats().in_flight, |&n| n == 0).await;
     assert_eq!(sim.stats().in_flight, 0, "the 60 s product lookup was abandoned, its connection closed");
     assert_eq!(app.breaker("product").await, ("closed".to_owned(), 0));
     let metrics = app.metrics().await;
@@ -169,12 +164,7 @@ async fn hold_a_family_box_order(app: &TestApp) -> tokio::task::JoinHandle<reqwe
         http.post(url).json(&serde_json::json!({"user_id": ADA, "product_code": "family-box"})).send().await
     });
     let sim = &app.upstreams.sim().sim;
-    for _ in 0..100 {
-        if sim.stats().products.total > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(1), async || sim.stats().products.total, |&n| n > 0).await;
     hanging
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, Upstreams, message_id};
+use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, Upstreams, eventually, message_id};
 
 const CLIENTS: usize = 6;
 /// Each client places orders for this long; the outage falls in the middle.
@@ -126,14 +126,8 @@ async fn check_nothing_lost(app: &TestApp, consumer: &mut TestConsumer, tally: &
     assert_eq!(delivered.len(), tally.acked.len(), "{fault}: every acknowledged order's event was published");
     // A batch the broker confirmed while the database was away is marked (after publishing it
     // again: at-least-once) once its claim lease runs out.
-    let mut pending = -1;
-    for _ in 0..100 {
-        pending = app.db.scalar_i64("SELECT count(*) FROM outbox WHERE published_at IS NULL").await;
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let unpublished = || app.db.scalar_i64("SELECT count(*) FROM outbox WHERE published_at IS NULL");
+    let pending = eventually(Duration::from_secs(10), unpublished, |&n| n == 0).await;
     assert_eq!(pending, 0, "{fault}: the outbox drained");
     println!(
         "{fault}: orders {}, requests sent {} (with retries), 201s {}, orders in the database {stored}, \

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::kit::{Backend, TestApp};
+use crate::kit::{Backend, TestApp, eventually};
 
 const ADA: &str = "7c11e1ce2741";
 
@@ -19,12 +19,7 @@ async fn requests_accepted_before_shutdown_all_complete() {
         })
         .collect();
     let sim = std::sync::Arc::clone(&app.upstreams.sim().sim);
-    for _ in 0..200 {
-        if sim.stats().users.total >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(1), async || sim.stats().users.total, |&n| n >= 8).await;
     assert_eq!(sim.stats().users.total, 8, "all eight orders are being served");
 
     app.begin_shutdown();
@@ -44,15 +39,11 @@ async fn readiness_turns_false_at_once_while_requests_are_still_served() {
     let mut app = TestApp::builder(Backend::Sqlite).env("SHUTDOWN_DELAY_MS", "1500").spawn().await;
     assert_eq!(app.get("/health/ready").await.status(), 200);
     app.begin_shutdown();
-    let mut body = serde_json::Value::Null;
-    for _ in 0..100 {
+    let unready = async || {
         let ready = app.get("/health/ready").await;
-        if ready.status() == 503 {
-            body = ready.json().await.expect("json");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        if ready.status() == 503 { ready.json().await.expect("json") } else { serde_json::Value::Null }
+    };
+    let body = eventually(Duration::from_millis(500), unready, |body| !body.is_null()).await;
     assert_eq!(body["status"], "draining");
     assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201, "still serving during the delay");
     app.stopped().await.expect("clean exit");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::kit::{Backend, TestApp, Upstreams, free_port, problem, sample};
+use crate::kit::{Backend, TestApp, Upstreams, free_port, problem, sample, series};
 
 const ADA: &str = "7c11e1ce2741";
 
@@ -152,20 +152,6 @@ async fn a_hang_opens_the_breaker_even_when_the_deadline_is_shorter_than_an_atte
     let metrics = app.metrics().await;
     let timeouts = sample(&metrics, "upstream_requests_total", &[("upstream", "product"), ("outcome", "timeout")]);
     assert_eq!(timeouts, 3.0, "each cut-off attempt is a timeout");
-}
-
-/// The value of the one series `name{labels}` (all of them, no others), if it is exposed.
-fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    wanted.sort();
-    metrics.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
-        let mut got: Vec<String> =
-            label_text.trim_end_matches('}').split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect();
-        got.sort();
-        (metric == name && got == wanted).then(|| value.parse().ok()).flatten()
-    })
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use order_service::relay::RelaySettings;
 use tokio::sync::Notify;
 
 use crate::kit::{
-    BROKER, Backend, CutProxy, TestApp, TestConsumer, app, create, eventually, ids, message_id, new_relay, sample,
+    BROKER, Backend, CutProxy, TestApp, TestConsumer, app, create, eventually, ids, message_id, new_relay, series,
 };
 
 crate::on_both_backends!(
@@ -88,11 +88,7 @@ async fn the_relay_stops_when_asked_and_leaves_later_rows_pending() {
 async fn with_the_relay_off_outbox_pending_still_counts_the_waiting_events(backend: Backend) {
     let app = app(backend, &[("OUTBOX_PENDING_INTERVAL_MS", "100")]).await;
     create(&app, 3).await;
-    let pending = async || {
-        let metrics = app.metrics().await;
-        let series = metrics.lines().any(|line| line.starts_with("outbox_pending "));
-        series.then(|| sample(&metrics, "outbox_pending", &[]))
-    };
+    let pending = async || series(&app.metrics().await, "outbox_pending", &[]);
     let reported = eventually(Duration::from_secs(5), pending, |&reported| reported == Some(3.0)).await;
     assert_eq!(reported, Some(3.0), "outbox_pending with the relay off");
     assert_eq!(app.ready().await["broker"]["status"], "disabled");

@@ -26,7 +26,7 @@ pub use app::{TestApp, problem};
 pub use binary::{Output, TestBinary};
 pub use broker::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
 pub use db::{Backend, TestDb, sample_order};
-pub use metrics::sample;
+pub use metrics::{label_values, sample, series};
 pub use proxy::CutProxy;
 pub use raw_http::{RawConnection, RawResponse};
 pub use upstreams::Upstreams;

@@ -3,20 +3,17 @@
 
 use std::time::Duration;
 
-use crate::kit::{Backend, CutProxy, TestApp, Upstreams, eventually, problem};
-
-const ADA: &str = "7c11e1ce2741";
+use crate::kit::{ADA, Backend, CutProxy, TestApp, Upstreams, eventually, problem};
 
 #[tokio::test]
 async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
     let proxy = CutProxy::start("127.0.0.1:5432").await;
     let app = TestApp::builder(Backend::Postgres)
         .database_port(proxy.port)
-        .upstreams(Upstreams::mock().await)
+        .upstreams(Upstreams::healthy().await)
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "500")
         .spawn()
         .await;
-    app.upstreams.mount_healthy().await;
     assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201);
 
     proxy.cut();

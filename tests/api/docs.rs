@@ -85,13 +85,7 @@ async fn the_docs_page_is_served_while_the_api_sheds_load() {
         Mock::given(any()).respond_with(slow).mount(server).await;
     }
     let app = TestApp::builder(Backend::Sqlite).upstreams(upstreams).env("HTTP_MAX_IN_FLIGHT", "1").spawn().await;
-    let holder = {
-        let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-        tokio::spawn(async move {
-            let body = serde_json::json!({"user_id": "u1", "product_code": "p1"});
-            http.post(url).json(&body).send().await
-        })
-    };
+    let holder = app.post_order_in_background("u1", "p1");
     eventually(Duration::from_secs(5), || app.upstreams.received(), |&n| n > 0).await;
     // Reads have a limit of their own: a second order is what the full write limit sheds.
     let (status, body) = problem(app.post_order("u2", "p2").await).await;

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::{Backend, TestApp, TestBinary, eventually, problem, sample};
+use crate::kit::{ADA, Backend, TestApp, TestBinary, eventually, problem, sample};
 
-const ADA: &str = "7c11e1ce2741";
 const OPEN_CONNECTIONS: &str = "http_server_open_connections";
 /// The HTTP/2 connection preface and an empty SETTINGS frame: an h2c client with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -77,15 +76,7 @@ async fn reads_are_served_while_writes_are_shed() {
         .env("PRODUCT_MAX_ATTEMPTS", "1")
         .spawn()
         .await;
-    let hanging: Vec<_> = (0..2)
-        .map(|_| {
-            let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-            tokio::spawn(async move {
-                let body = serde_json::json!({"user_id": ADA, "product_code": "family-box"});
-                let _ = http.post(url).json(&body).send().await;
-            })
-        })
-        .collect();
+    let hanging: Vec<_> = (0..2).map(|_| app.post_order_in_background(ADA, "family-box")).collect();
     let sim = &app.upstreams.sim().sim;
     eventually(Duration::from_secs(4), async || sim.stats().products.total, |&n| n >= 2).await;
     assert_eq!(sim.stats().products.total, 2, "both hanging orders hold a write permit");

@@ -16,7 +16,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::kit::{
-    BROKER, Backend, TestApp, TestBinary, TestConsumer, TestDb, Upstreams, message_id, problem, sample, sample_order,
+    ADA, BROKER, Backend, TestApp, TestBinary, TestConsumer, TestDb, Upstreams, message_id, problem, sample,
+    sample_order,
 };
 
 crate::on_both_backends!(
@@ -28,34 +29,14 @@ crate::on_both_backends!(
     a_409_says_how_long_the_key_stays_held,
 );
 
-const ADA: &str = "7c11e1ce2741";
 const BOX: &str = "classic-box";
 
 async fn post_keyed(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.http.post(app.url("/v1/orders")).header("Idempotency-Key", key).json(body).send().await.expect("request")
 }
 
-/// Ada and the Classic Box, each answering after `delay` (so requests overlap when it matters).
-async fn slow_upstreams(delay: Duration) -> Upstreams {
-    let upstreams = Upstreams::mock().await;
-    let (users, products) = upstreams.mocks();
-    let ada = json!({"id": ADA, "firstName": "Ada", "lastName": "Lovelace"});
-    Mock::given(method("GET"))
-        .and(path(format!("/users/{ADA}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(ada).set_delay(delay))
-        .mount(users)
-        .await;
-    let classic = json!({"code": BOX, "name": "Classic Box", "price": 9.99});
-    Mock::given(method("GET"))
-        .and(path(format!("/products/{BOX}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(classic).set_delay(delay))
-        .mount(products)
-        .await;
-    upstreams
-}
-
 async fn a_repeat_replays_the_first_response_without_calling_the_upstreams(backend: Backend) {
-    let app = TestApp::builder(backend).upstreams(slow_upstreams(Duration::ZERO).await).spawn().await;
+    let app = TestApp::builder(backend).upstreams(Upstreams::healthy().await).spawn().await;
     let key = Uuid::now_v7().to_string();
 
     let first = post_keyed(&app, &key, &json!({"user_id": ADA, "product_code": BOX})).await;
@@ -125,27 +106,16 @@ async fn the_same_key_for_another_order_is_refused(backend: Backend) {
 
 async fn a_failed_order_frees_its_key_for_the_retry(backend: Backend) {
     let upstreams = Upstreams::mock().await;
-    let (users, products) = upstreams.mocks();
-    Mock::given(method("GET"))
-        .and(path(format!("/users/{ADA}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": ADA, "firstName": "Ada", "lastName": "L"})))
-        .mount(users)
-        .await;
+    upstreams.mount_ada(Duration::ZERO).await;
     // The product fails every attempt of the first order, then recovers.
     Mock::given(method("GET"))
         .and(path(format!("/products/{BOX}")))
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(3)
         .with_priority(1)
-        .mount(products)
+        .mount(upstreams.mocks().1)
         .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/products/{BOX}")))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"code": BOX, "name": "Classic Box", "price": 9.99})),
-        )
-        .mount(products)
-        .await;
+    upstreams.mount_classic_box(Duration::ZERO).await;
     let app = TestApp::builder(backend).upstreams(upstreams).env("PRODUCT_MAX_ATTEMPTS", "3").spawn().await;
     let body = json!({"user_id": ADA, "product_code": BOX});
 
@@ -165,7 +135,7 @@ async fn concurrent_duplicates_place_one_order_and_publish_one_event(backend: Ba
     const CLIENTS: usize = 8;
     let mut consumer = TestConsumer::bind().await;
     let app = TestApp::builder(backend)
-        .upstreams(slow_upstreams(Duration::from_millis(300)).await)
+        .upstreams(Upstreams::answering_after(Duration::from_millis(300)).await)
         .env("AMQP_URL", BROKER)
         .env("OUTBOX_POLL_INTERVAL_MS", "50")
         .spawn()
@@ -292,7 +262,7 @@ async fn lease_key_directly(db: &TestDb, key: &str, age: chrono::Duration, lease
 /// `Retry-After` of a 409: the time until the holder's order must be done (a live request), or
 /// until its lease runs out (a request that crashed long ago), never a blind `1`.
 async fn a_409_says_how_long_the_key_stays_held(backend: Backend) {
-    let app = TestApp::builder(backend).upstreams(slow_upstreams(Duration::ZERO).await).spawn().await;
+    let app = TestApp::builder(backend).upstreams(Upstreams::healthy().await).spawn().await;
     let body = json!({"user_id": ADA, "product_code": BOX});
     let retry_after = |response: &reqwest::Response| -> u64 {
         assert_eq!(response.status(), 409);

@@ -11,7 +11,7 @@ use order_service::relay::{Relay, RelaySettings};
 use serde_json::Value;
 
 use crate::kit::{
-    BROKER, Backend, TestConsumer, app, create, eventually, free_port, ids, message_id, new_relay, sample,
+    BROKER, Backend, TestApp, TestConsumer, eventually, free_port, message_id, new_relay, order_ids, sample,
 };
 
 crate::on_both_backends!(
@@ -23,9 +23,10 @@ crate::on_both_backends!(
 
 async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) {
     let mut consumer = TestConsumer::bind().await;
-    let app = app(backend, &[("AMQP_URL", BROKER), ("OUTBOX_POLL_INTERVAL_MS", "100")]).await;
-    let orders = create(&app, 3).await;
-    let ids = ids(&orders);
+    let app =
+        TestApp::with_healthy_upstreams(backend, &[("AMQP_URL", BROKER), ("OUTBOX_POLL_INTERVAL_MS", "100")]).await;
+    let orders = app.place_orders(3).await;
+    let ids = order_ids(&orders);
 
     let got = consumer.take(&ids, 3, Duration::from_secs(15)).await;
     assert_eq!(got.iter().map(message_id).collect::<Vec<_>>(), ids, "one message per order, in order");
@@ -68,9 +69,9 @@ async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) 
 
 async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later(backend: Backend) {
     let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
-    let app = app(backend, &[("AMQP_URL", &dead), ("OUTBOX_POLL_INTERVAL_MS", "50")]).await;
-    let orders = create(&app, 5).await;
-    let ids = ids(&orders);
+    let app = TestApp::with_healthy_upstreams(backend, &[("AMQP_URL", &dead), ("OUTBOX_POLL_INTERVAL_MS", "50")]).await;
+    let orders = app.place_orders(5).await;
+    let ids = order_ids(&orders);
     assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 5);
     let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200, "a broker outage never makes the service unready");
@@ -95,8 +96,8 @@ async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later
 }
 
 async fn an_event_published_but_not_marked_is_published_again(backend: Backend) {
-    let app = app(backend, &[]).await;
-    let ids = ids(&create(&app, 1).await);
+    let app = TestApp::with_healthy_upstreams(backend, &[]).await;
+    let ids = order_ids(&app.place_orders(1).await);
     let mut consumer = TestConsumer::bind().await;
 
     // A relay that claimed the row and then vanished: its lease keeps others off until it ends.
@@ -124,8 +125,8 @@ async fn an_event_published_but_not_marked_is_published_again(backend: Backend) 
 }
 
 async fn a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it(backend: Backend) {
-    let app = app(backend, &[]).await;
-    let ids = ids(&create(&app, 3).await);
+    let app = TestApp::with_healthy_upstreams(backend, &[]).await;
+    let ids = order_ids(&app.place_orders(3).await);
     let poison = match backend {
         Backend::Postgres => "UPDATE outbox SET payload = '\"not an order\"'::jsonb WHERE id = 2",
         Backend::Sqlite => "UPDATE outbox SET payload = '{corrupt' WHERE id = 2",
@@ -151,8 +152,8 @@ async fn a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it(backend:
 /// Two relays (two replicas) over one PostgreSQL: every event once, none twice.
 #[tokio::test]
 async fn two_relays_over_one_postgres_publish_each_event_once() {
-    let app = app(Backend::Postgres, &[]).await;
-    let ids = ids(&create(&app, 30).await);
+    let app = TestApp::with_healthy_upstreams(Backend::Postgres, &[]).await;
+    let ids = order_ids(&app.place_orders(30).await);
     let mut consumer = TestConsumer::bind().await;
     let settings = RelaySettings { batch_size: 4, ..RelaySettings::default() };
     let (a, _) = new_relay(&app.db, settings).await;

@@ -142,10 +142,8 @@ async fn check_nothing_lost(app: &TestApp, consumer: &mut TestConsumer, tally: &
 }
 
 async fn app_behind(database_port: Option<u16>, amqp_url: &str) -> TestApp {
-    let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
     let mut builder = TestApp::builder(Backend::Postgres)
-        .upstreams(upstreams)
+        .upstreams(Upstreams::healthy().await)
         .env("AMQP_URL", amqp_url)
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "300")
         .env("OUTBOX_POLL_INTERVAL_MS", "100")

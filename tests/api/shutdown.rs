@@ -2,22 +2,12 @@
 
 use std::time::Duration;
 
-use crate::kit::{Backend, TestApp, eventually};
-
-const ADA: &str = "7c11e1ce2741";
+use crate::kit::{ADA, Backend, TestApp, eventually};
 
 #[tokio::test]
 async fn requests_accepted_before_shutdown_all_complete() {
     let mut app = TestApp::builder(Backend::Postgres).spawn().await;
-    let in_flight: Vec<_> = (0..8)
-        .map(|_| {
-            let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-            tokio::spawn(async move {
-                let body = serde_json::json!({"user_id": ADA, "product_code": "classic-box"});
-                http.post(url).json(&body).send().await.map(|r| r.status().as_u16())
-            })
-        })
-        .collect();
+    let in_flight: Vec<_> = (0..8).map(|_| app.post_order_in_background(ADA, "classic-box")).collect();
     let sim = std::sync::Arc::clone(&app.upstreams.sim().sim);
     eventually(Duration::from_secs(1), async || sim.stats().users.total, |&n| n >= 8).await;
     assert_eq!(sim.stats().users.total, 8, "all eight orders are being served");
@@ -25,7 +15,7 @@ async fn requests_accepted_before_shutdown_all_complete() {
     app.begin_shutdown();
     let mut statuses = Vec::new();
     for request in in_flight {
-        statuses.push(request.await.expect("task").expect("accepted requests get an answer"));
+        statuses.push(request.await.expect("task").expect("accepted requests get an answer").status().as_u16());
     }
     assert_eq!(statuses, vec![201; 8]);
     app.stopped().await.expect("clean exit");

@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use order_service::{Application, Config};
+use reqwest::Response;
+use serde_json::Value;
+use tokio::task::JoinHandle;
 
-use super::{Backend, TestDb, Upstreams};
+use super::{ADA, Backend, TestDb, Upstreams};
 
 /// The application under test, serving on a random loopback port until dropped.
 pub struct TestApp {
@@ -17,7 +20,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub upstreams: Upstreams,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    served: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 pub struct TestAppBuilder {
@@ -32,12 +35,19 @@ impl TestApp {
         TestAppBuilder { backend, env: HashMap::new(), upstreams: None, database_port: None }
     }
 
+    /// The app over wiremock upstreams that know Ada and the Classic Box and answer at once,
+    /// with `env` added (what the outbox tests, which are about what comes after, start with).
+    pub async fn with_healthy_upstreams(backend: Backend, env: &[(&str, &str)]) -> TestApp {
+        let builder = TestApp::builder(backend).upstreams(Upstreams::healthy().await);
+        env.iter().fold(builder, |builder, (name, value)| builder.env(name, value)).spawn().await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// `POST /v1/orders` with a JSON body.
-    pub async fn post_order(&self, user_id: &str, product_code: &str) -> reqwest::Response {
+    pub async fn post_order(&self, user_id: &str, product_code: &str) -> Response {
         self.http
             .post(self.url("/v1/orders"))
             .json(&serde_json::json!({ "user_id": user_id, "product_code": product_code }))
@@ -46,7 +56,25 @@ impl TestApp {
             .expect("request")
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
+    /// `POST /v1/orders` on a task of its own, for a test that holds it in flight.
+    pub fn post_order_in_background(&self, user_id: &str, product_code: &str) -> JoinHandle<reqwest::Result<Response>> {
+        let body = serde_json::json!({ "user_id": user_id, "product_code": product_code });
+        tokio::spawn(self.http.post(self.url("/v1/orders")).json(&body).send())
+    }
+
+    /// Places `n` of Ada's Classic Box orders (each must be a 201) and returns their bodies, in
+    /// creation order.
+    pub async fn place_orders(&self, n: usize) -> Vec<Value> {
+        let mut orders = Vec::with_capacity(n);
+        for _ in 0..n {
+            let response = self.post_order(ADA, "classic-box").await;
+            assert_eq!(response.status(), 201);
+            orders.push(response.json().await.expect("json"));
+        }
+        orders
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
         self.http.get(self.url(path)).send().await.expect("request")
     }
 
@@ -56,7 +84,7 @@ impl TestApp {
     }
 
     /// `GET /health/ready` as JSON.
-    pub async fn ready(&self) -> serde_json::Value {
+    pub async fn ready(&self) -> Value {
         self.get("/health/ready").await.json().await.expect("readiness json")
     }
 
@@ -151,12 +179,17 @@ impl Drop for TestApp {
     }
 }
 
+/// The ids of orders as the API returned them.
+pub fn order_ids(orders: &[Value]) -> Vec<String> {
+    orders.iter().map(|o| o["id"].as_str().expect("id").to_owned()).collect()
+}
+
 /// Reads a problem+json response, checking its media type and shape.
-pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
+pub async fn problem(response: Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_owned());
     assert_eq!(content_type.as_deref(), Some("application/problem+json"), "status {status}");
-    let body: serde_json::Value = response.json().await.expect("problem body");
+    let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status);
     for field in ["type", "title", "detail"] {
         assert!(body[field].is_string(), "problem without {field}: {body}");

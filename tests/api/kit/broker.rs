@@ -14,9 +14,8 @@ use order_service::domain::OutboxStore;
 use order_service::relay::publisher::Amqp;
 use order_service::relay::{Relay, RelaySettings};
 use order_service::storage;
-use serde_json::Value;
 
-use super::{Backend, TestApp, TestDb, Upstreams};
+use super::TestDb;
 
 pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -79,32 +78,6 @@ impl TestConsumer {
 
 pub fn message_id(delivery: &Delivery) -> String {
     delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default()
-}
-
-/// An app whose upstreams answer at once; `env` adds variables.
-pub async fn app(backend: Backend, env: &[(&str, &str)]) -> TestApp {
-    let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
-    let mut builder = TestApp::builder(backend).upstreams(upstreams);
-    for (name, value) in env {
-        builder = builder.env(name, value);
-    }
-    builder.spawn().await
-}
-
-/// Creates `n` orders (all must be 201) and returns their bodies, in creation order.
-pub async fn create(app: &TestApp, n: usize) -> Vec<Value> {
-    let mut orders = Vec::with_capacity(n);
-    for _ in 0..n {
-        let response = app.post_order("7c11e1ce2741", "classic-box").await;
-        assert_eq!(response.status(), 201);
-        orders.push(response.json().await.expect("json"));
-    }
-    orders
-}
-
-pub fn ids(orders: &[Value]) -> Vec<String> {
-    orders.iter().map(|o| o["id"].as_str().expect("id").to_owned()).collect()
 }
 
 /// A relay of the test's own over the test database.

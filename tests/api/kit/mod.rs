@@ -22,14 +22,14 @@ mod raw_http;
 mod upstreams;
 mod wait;
 
-pub use app::{TestApp, problem};
+pub use app::{TestApp, order_ids, problem};
 pub use binary::{Output, TestBinary};
-pub use broker::{BROKER, TestConsumer, app, create, ids, message_id, new_relay};
+pub use broker::{BROKER, TestConsumer, message_id, new_relay};
 pub use db::{Backend, TestDb, sample_order};
 pub use metrics::{label_values, sample, series};
 pub use proxy::CutProxy;
 pub use raw_http::{RawConnection, RawResponse};
-pub use upstreams::Upstreams;
+pub use upstreams::{ADA, Upstreams, requests_to};
 pub use wait::eventually;
 
 /// Declares `async fn name(backend)` tests once, run on PostgreSQL and on SQLite.

@@ -4,11 +4,9 @@
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use order_service::config::DatabaseConfig;
 use order_service::domain::StoreError;
 use order_service::domain::idempotency::KeyTimes;
 use order_service::domain::idempotency::{HeldLease, IdempotencyKey, KeyClaim, KeyLease, KeySettings};
-use order_service::storage;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
@@ -186,8 +184,7 @@ async fn concurrent_duplicates_place_one_order_and_publish_one_event(backend: Ba
 /// The store's rules on a clock the test controls.
 async fn leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let config = DatabaseConfig::new(&db.url, 2, Duration::from_secs(5)).expect("database url");
-    let store = storage::connect(&config).await.expect("store").orders;
+    let store = db.stores(2).await.orders;
     let settings = KeySettings {
         lease: Duration::from_secs(30),
         retention: Duration::from_secs(3600),

@@ -9,11 +9,9 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
-use order_service::config::DatabaseConfig;
 use order_service::domain::OutboxStore;
 use order_service::relay::publisher::Amqp;
 use order_service::relay::{Relay, RelaySettings};
-use order_service::storage;
 
 use super::TestDb;
 
@@ -80,9 +78,13 @@ pub fn message_id(delivery: &Delivery) -> String {
     delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default()
 }
 
-/// A relay of the test's own over the test database.
+/// A relay of the test's own over the test database, and the outbox it reads.
 pub async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn OutboxStore>) {
-    let config = DatabaseConfig::new(&db.url, 2, Duration::from_secs(5)).expect("database url");
-    let stores = storage::connect(&config).await.expect("store");
-    (Relay::new(Arc::clone(&stores.outbox), Arc::new(Amqp { url: BROKER.to_owned() }), settings), stores.outbox)
+    let outbox = db.stores(2).await.outbox;
+    (broker_relay(Arc::clone(&outbox), settings), outbox)
+}
+
+/// A relay over `outbox` that publishes to the test broker.
+pub fn broker_relay(outbox: Arc<dyn OutboxStore>, settings: RelaySettings) -> Relay {
+    Relay::new(outbox, Arc::new(Amqp { url: BROKER.to_owned() }), settings)
 }

@@ -2,8 +2,11 @@
 //! statements tests use to inspect or sabotage it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, Connection, Executor};
+use order_service::config::DatabaseConfig;
+use order_service::storage::{self, Stores};
+use sqlx::{AssertSqlSafe, Connection, Executor, Postgres, Sqlite};
 use uuid::Uuid;
 
 /// PostgreSQL where test databases are created; each test gets `test_<uuid>` of its own.
@@ -69,19 +72,28 @@ impl TestDb {
     }
 
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
-        match self.backend {
-            Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
-                sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect(sql)
-            }
-            Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
-                sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&mut conn).await.expect(sql)
-            }
-        }
+        self.scalar(sql).await
     }
 
     pub async fn scalar_text(&self, sql: &str) -> String {
+        self.scalar(sql).await
+    }
+
+    /// The store the service would open over this database, with a pool of `max_connections`.
+    pub async fn stores(&self, max_connections: u32) -> Stores {
+        storage::connect(&self.config(max_connections)).await.expect("store")
+    }
+
+    pub fn config(&self, max_connections: u32) -> DatabaseConfig {
+        DatabaseConfig::new(&self.url, max_connections, Duration::from_secs(10)).expect("database url")
+    }
+
+    /// The one value `sql` selects.
+    async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: Send + Unpin + sqlx::Type<Postgres> + for<'r> sqlx::Decode<'r, Postgres>,
+        T: sqlx::Type<Sqlite> + for<'r> sqlx::Decode<'r, Sqlite>,
+    {
         match self.backend {
             Backend::Postgres => {
                 let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");

@@ -7,36 +7,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::{ADA, Backend, TestApp, TestBinary, eventually, problem, sample};
+use crate::kit::{
+    ADA, Backend, TestApp, TestBinary, eventually, problem, read_until_closed, sample, unfinished_body, unfinished_head,
+};
 
 const OPEN_CONNECTIONS: &str = "http_server_open_connections";
 /// The HTTP/2 connection preface and an empty SETTINGS frame: an h2c client with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-
-/// Reads until the server closes the connection (EOF or reset) and returns what it sent, or
-/// `None` if it was still open after `bound` (a bound, so a broken server fails instead of hanging).
-async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
-    let mut received = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(bound, read).await.ok().map(|()| received)
-}
-
-/// A POST whose head promises 60 bytes of body, of which only 12 are sent.
-async fn slow_body(app: &TestApp) -> TcpStream {
-    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
-    let head = "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n";
-    stream.write_all(head.as_bytes()).await.expect("head");
-    stream.write_all(b"{\"user_id\": ").await.expect("12 bytes of body");
-    stream
-}
 
 async fn open_connections(app: &TestApp) -> f64 {
     sample(&app.metrics().await, OPEN_CONNECTIONS, &[])
@@ -53,7 +30,7 @@ async fn slow_request_bodies_hold_no_order_capacity() {
     let app = TestApp::builder(Backend::Sqlite).env("HTTP_MAX_IN_FLIGHT", "4").spawn().await;
     let mut slow = Vec::new();
     for _ in 0..4 {
-        slow.push(slow_body(&app).await);
+        slow.push(unfinished_body(app.addr, b"{\"user_id\": ").await);
     }
     // Give the server time to route the four heads (before the fix each took a permit here).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -195,8 +172,7 @@ async fn sigterm_does_not_wait_for_idle_or_silent_connections() {
     let mut settings = [0u8; 9];
     idle_h2.read_exact(&mut settings).await.expect("the server's SETTINGS");
     assert_eq!(settings[3], 4, "an HTTP/2 connection");
-    let mut partial = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    partial.write_all(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nX-Slow: a").await.expect("partial head");
+    let _partial = unfinished_head(("127.0.0.1", port)).await;
     let _silent = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(200)).await;
 

@@ -28,7 +28,7 @@ pub use broker::{BROKER, TestConsumer, broker_relay, message_id, new_relay};
 pub use db::{Backend, TestDb, sample_order};
 pub use metrics::{label_values, sample, series};
 pub use proxy::CutProxy;
-pub use raw_http::{RawConnection, RawResponse};
+pub use raw_http::{RawConnection, RawResponse, read_until_closed, unfinished_body, unfinished_head};
 pub use upstreams::{ADA, Upstreams, requests_to};
 pub use wait::eventually;
 

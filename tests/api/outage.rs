@@ -9,7 +9,7 @@ use order_service::relay::RelaySettings;
 use tokio::sync::Notify;
 
 use crate::kit::{
-    BROKER, Backend, CutProxy, TestApp, TestConsumer, eventually, message_id, new_relay, order_ids, series,
+    BROKER, Backend, CutProxy, TestApp, TestConsumer, amqp_url, eventually, message_id, new_relay, order_ids, series,
 };
 
 crate::on_both_backends!(
@@ -20,7 +20,7 @@ crate::on_both_backends!(
 async fn orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_in_order(backend: Backend) {
     let mut consumer = TestConsumer::bind().await;
     let proxy = CutProxy::start("127.0.0.1:5672").await;
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let url = amqp_url(proxy.port);
     let env = [("AMQP_URL", url.as_str()), ("OUTBOX_POLL_INTERVAL_MS", "50"), ("OUTBOX_RECONNECT_MAX_MS", "200")];
     let app = TestApp::with_healthy_upstreams(backend, &env).await;
 

@@ -11,7 +11,7 @@ use order_service::relay::{Relay, RelaySettings};
 use serde_json::Value;
 
 use crate::kit::{
-    BROKER, Backend, TestApp, TestConsumer, eventually, free_port, message_id, new_relay, order_ids, sample,
+    BROKER, Backend, TestApp, TestConsumer, amqp_url, eventually, free_port, message_id, new_relay, order_ids, sample,
 };
 
 crate::on_both_backends!(
@@ -68,7 +68,7 @@ async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) 
 }
 
 async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later(backend: Backend) {
-    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let dead = amqp_url(free_port());
     let app = TestApp::with_healthy_upstreams(backend, &[("AMQP_URL", &dead), ("OUTBOX_POLL_INTERVAL_MS", "50")]).await;
     let orders = app.place_orders(5).await;
     let ids = order_ids(&orders);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, Upstreams, eventually, message_id};
+use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, Upstreams, amqp_url, eventually, message_id};
 
 const CLIENTS: usize = 6;
 /// Each client places orders for this long; the outage falls in the middle.
@@ -170,7 +170,7 @@ async fn a_database_restart_under_load_loses_and_doubles_nothing() {
 async fn a_broker_restart_under_load_fails_no_order_and_loses_no_event() {
     let proxy = CutProxy::start("127.0.0.1:5672").await;
     let mut consumer = TestConsumer::bind().await;
-    let app = app_behind(None, &format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)).await;
+    let app = app_behind(None, &amqp_url(proxy.port)).await;
     let tally = outage_during(&proxy, &app).await;
     // The broker is off the order path: orders were placed while it was away, and no order
     // failed because of it. A busy machine may still make one wait too long for a pooled

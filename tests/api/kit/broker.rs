@@ -15,7 +15,13 @@ use order_service::relay::{Relay, RelaySettings};
 
 use super::TestDb;
 
+/// The test RabbitMQ, shared by every test (each binds a queue of its own).
 pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The test broker's URL on another loopback port: a cut-able proxy in front of it, or nothing.
+pub fn amqp_url(port: u16) -> String {
+    format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+}
 
 /// A queue of this test's own on the `orders` exchange.
 pub struct TestConsumer {

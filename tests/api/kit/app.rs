@@ -48,18 +48,12 @@ impl TestApp {
 
     /// `POST /v1/orders` with a JSON body.
     pub async fn post_order(&self, user_id: &str, product_code: &str) -> Response {
-        self.http
-            .post(self.url("/v1/orders"))
-            .json(&serde_json::json!({ "user_id": user_id, "product_code": product_code }))
-            .send()
-            .await
-            .expect("request")
+        self.http.post(self.url("/v1/orders")).json(&order(user_id, product_code)).send().await.expect("request")
     }
 
     /// `POST /v1/orders` on a task of its own, for a test that holds it in flight.
     pub fn post_order_in_background(&self, user_id: &str, product_code: &str) -> JoinHandle<reqwest::Result<Response>> {
-        let body = serde_json::json!({ "user_id": user_id, "product_code": product_code });
-        tokio::spawn(self.http.post(self.url("/v1/orders")).json(&body).send())
+        tokio::spawn(self.http.post(self.url("/v1/orders")).json(&order(user_id, product_code)).send())
     }
 
     /// Places `n` of Ada's Classic Box orders (each must be a 201) and returns their bodies, in
@@ -173,10 +167,13 @@ impl TestAppBuilder {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.begin_shutdown();
     }
+}
+
+/// The body of `POST /v1/orders`.
+fn order(user_id: &str, product_code: &str) -> Value {
+    serde_json::json!({ "user_id": user_id, "product_code": product_code })
 }
 
 /// The ids of orders as the API returned them.

@@ -31,7 +31,7 @@ async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
 
     proxy.restore();
     let placed = async || app.post_order(ADA, "classic-box").await.status() == 201;
-    let recovered = eventually(Duration::from_secs(5), placed, |&placed| placed).await;
+    let recovered = eventually(Duration::from_secs(10), placed, |&placed| placed).await;
     assert!(recovered, "orders succeed again once the database is back");
     assert_eq!(app.get("/health/ready").await.status(), 200);
     assert_eq!(app.db.count("orders").await, 2, "nothing half-written during the outage");

@@ -86,7 +86,7 @@ async fn the_docs_page_is_served_while_the_api_sheds_load() {
     }
     let app = TestApp::builder(Backend::Sqlite).upstreams(upstreams).env("HTTP_MAX_IN_FLIGHT", "1").spawn().await;
     let holder = app.post_order_in_background("u1", "p1");
-    eventually(Duration::from_secs(5), || app.upstreams.received(), |&n| n > 0).await;
+    eventually(Duration::from_secs(10), || app.upstreams.received(), |&n| n > 0).await;
     // Reads have a limit of their own: a second order is what the full write limit sheds.
     let (status, body) = problem(app.post_order("u2", "p2").await).await;
     assert_eq!((status, body["type"].as_str()), (503, Some("/problems/load-shed")), "the API is full");

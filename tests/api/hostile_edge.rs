@@ -19,10 +19,10 @@ async fn open_connections(app: &TestApp) -> f64 {
     sample(&app.metrics().await, OPEN_CONNECTIONS, &[])
 }
 
-/// Scrapes the gauge until `until` holds (at most 5 s: accepting and closing are asynchronous)
+/// Scrapes the gauge until `until` holds (at most 10 s: accepting and closing are asynchronous)
 /// and returns the last value.
 async fn open_connections_once(app: &TestApp, until: impl Fn(f64) -> bool) -> f64 {
-    eventually(Duration::from_secs(5), || open_connections(app), |open| until(*open)).await
+    eventually(Duration::from_secs(10), || open_connections(app), |open| until(*open)).await
 }
 
 #[tokio::test]
@@ -55,7 +55,7 @@ async fn reads_are_served_while_writes_are_shed() {
         .await;
     let hanging: Vec<_> = (0..2).map(|_| app.post_order_in_background(ADA, "family-box")).collect();
     let sim = &app.upstreams.sim().sim;
-    eventually(Duration::from_secs(4), async || sim.stats().products.total, |&n| n >= 2).await;
+    eventually(Duration::from_secs(5), async || sim.stats().products.total, |&n| n >= 2).await;
     assert_eq!(sim.stats().products.total, 2, "both hanging orders hold a write permit");
 
     let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
@@ -128,7 +128,7 @@ async fn a_connection_over_the_cap_is_closed_unanswered() {
     assert!(String::from_utf8_lossy(&sent).starts_with("HTTP/1.1 200"), "the three within the cap are served");
     drop(held);
     let live = async || reqwest::Client::new().get(app.url("/health/live")).send().await.ok().map(|r| r.status());
-    let status = eventually(Duration::from_secs(5), live, Option::is_some).await;
+    let status = eventually(Duration::from_secs(10), live, Option::is_some).await;
     assert_eq!(status, Some(reqwest::StatusCode::OK), "room again once they have gone");
 }
 

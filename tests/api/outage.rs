@@ -37,7 +37,7 @@ async fn orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_i
         let body: serde_json::Value = ready.json().await.expect("json");
         body["broker"]["status"].as_str().unwrap_or_default().to_owned()
     };
-    let status = eventually(Duration::from_secs(5), broker_status, |status| status == "down").await;
+    let status = eventually(Duration::from_secs(10), broker_status, |status| status == "down").await;
     assert_eq!(status, "down");
     assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 5, "events wait in the outbox");
 
@@ -48,9 +48,9 @@ async fn orders_keep_succeeding_through_a_broker_outage_and_the_backlog_drains_i
     assert_eq!(app.ready().await["broker"]["status"], "up");
 }
 
-/// Unpublished rows, waiting up to 5 s for them to reach zero.
+/// Unpublished rows, waiting up to 10 s for them to reach zero.
 async fn pending_after_settling(app: &TestApp) -> i64 {
-    eventually(Duration::from_secs(5), || app.db.count("outbox WHERE published_at IS NULL"), |&n| n == 0).await
+    eventually(Duration::from_secs(10), || app.db.count("outbox WHERE published_at IS NULL"), |&n| n == 0).await
 }
 
 /// A commit wakes the relay at once: with a one-minute poll, only the wake-up can explain a
@@ -91,7 +91,7 @@ async fn with_the_relay_off_outbox_pending_still_counts_the_waiting_events(backe
     let app = TestApp::with_healthy_upstreams(backend, &[("OUTBOX_PENDING_INTERVAL_MS", "100")]).await;
     app.place_orders(3).await;
     let pending = async || series(&app.metrics().await, "outbox_pending", &[]);
-    let reported = eventually(Duration::from_secs(5), pending, |&reported| reported == Some(3.0)).await;
+    let reported = eventually(Duration::from_secs(10), pending, |&reported| reported == Some(3.0)).await;
     assert_eq!(reported, Some(3.0), "outbox_pending with the relay off");
     assert_eq!(app.ready().await["broker"]["status"], "disabled");
 }

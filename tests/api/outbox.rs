@@ -57,7 +57,7 @@ async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) 
         let order: Value = app.get(&format!("/v1/orders/{}", ids[2])).await.json().await.expect("json");
         order["published"] == true
     };
-    let published = eventually(Duration::from_secs(5), is_published, |&published| published).await;
+    let published = eventually(Duration::from_secs(10), is_published, |&published| published).await;
     assert!(published, "published after the confirm");
     assert!(consumer.take(&ids, 1, Duration::from_millis(500)).await.is_empty(), "no duplicates");
     let ready = app.ready().await;
@@ -77,9 +77,10 @@ async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later
     assert_eq!(ready.status(), 200, "a broker outage never makes the service unready");
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(ready["broker"]["status"], "down", "{ready}");
-    // The backlog is counted while the broker is unreachable (outbox_pending and its alert).
+    // The backlog is counted while the broker is unreachable (outbox_pending and its alert), on
+    // the relay's reconnect attempts, which back off.
     let broker_detail = async || app.ready().await["broker"]["detail"].clone();
-    let detail = eventually(Duration::from_secs(3), broker_detail, |detail| detail == "5 events pending").await;
+    let detail = eventually(Duration::from_secs(10), broker_detail, |detail| detail == "5 events pending").await;
     assert_eq!(detail, "5 events pending");
     let order: Value = app.get(&format!("/v1/orders/{}", ids[0])).await.json().await.expect("json");
     assert_eq!(order["published"], false);

@@ -130,7 +130,7 @@ async fn a_definitive_failure_cancels_the_other_lookup_without_blaming_its_upstr
     assert_eq!((status, body["type"].as_str()), (422, Some("/problems/unknown-user")));
 
     let sim = &app.upstreams.sim().sim;
-    eventually(Duration::from_secs(2), async || sim.stats().in_flight, |&n| n == 0).await;
+    eventually(Duration::from_secs(5), async || sim.stats().in_flight, |&n| n == 0).await;
     assert_eq!(sim.stats().in_flight, 0, "the 60 s product lookup was abandoned, its connection closed");
     assert_eq!(app.breaker("product").await, ("closed".to_owned(), 0));
     let metrics = app.metrics().await;

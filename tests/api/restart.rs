@@ -127,7 +127,7 @@ async fn check_nothing_lost(app: &TestApp, consumer: &mut TestConsumer, tally: &
     // A batch the broker confirmed while the database was away is marked (after publishing it
     // again: at-least-once) once its claim lease runs out.
     let unpublished = || app.db.scalar_i64("SELECT count(*) FROM outbox WHERE published_at IS NULL");
-    let pending = eventually(Duration::from_secs(10), unpublished, |&n| n == 0).await;
+    let pending = eventually(Duration::from_secs(20), unpublished, |&n| n == 0).await;
     assert_eq!(pending, 0, "{fault}: the outbox drained");
     println!(
         "{fault}: orders {}, requests sent {} (with retries), 201s {}, orders in the database {stored}, \

@@ -9,7 +9,7 @@ async fn requests_accepted_before_shutdown_all_complete() {
     let mut app = TestApp::builder(Backend::Postgres).spawn().await;
     let in_flight: Vec<_> = (0..8).map(|_| app.post_order_in_background(ADA, "classic-box")).collect();
     let sim = std::sync::Arc::clone(&app.upstreams.sim().sim);
-    eventually(Duration::from_secs(1), async || sim.stats().users.total, |&n| n >= 8).await;
+    eventually(Duration::from_secs(5), async || sim.stats().users.total, |&n| n >= 8).await;
     assert_eq!(sim.stats().users.total, 8, "all eight orders are being served");
 
     app.begin_shutdown();
@@ -33,7 +33,7 @@ async fn readiness_turns_false_at_once_while_requests_are_still_served() {
         let ready = app.get("/health/ready").await;
         if ready.status() == 503 { ready.json().await.expect("json") } else { serde_json::Value::Null }
     };
-    let body = eventually(Duration::from_millis(500), unready, |body| !body.is_null()).await;
+    let body = eventually(Duration::from_secs(1), unready, |body| !body.is_null()).await;
     assert_eq!(body["status"], "draining");
     assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201, "still serving during the delay");
     app.stopped().await.expect("clean exit");

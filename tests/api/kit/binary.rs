@@ -56,7 +56,7 @@ impl TestBinary {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Spawns the binary and waits until `/health/ready` answers 200 (at most 10 s).
+    /// Spawns the binary and waits until `/health/ready` answers 200 (at most 20 s).
     pub async fn start(&self) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
             .envs(self.env.iter().map(|(name, value)| (name, value)))
@@ -68,7 +68,7 @@ impl TestBinary {
         let stderr = drain(child.stderr.take().expect("stderr"));
         let mut running = Running { child, output: Some((stdout, stderr)) };
         let (ready, exited) = eventually(
-            Duration::from_secs(10),
+            Duration::from_secs(20),
             async || {
                 let ready = self.http.get(self.url("/health/ready")).send().await.is_ok_and(|r| r.status() == 200);
                 (ready, running.child.try_wait().expect("wait"))

@@ -7,35 +7,14 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use order_service::config::DatabaseConfig;
 use order_service::domain::OrderStore;
-use order_service::domain::{Money, Order, Product, ProductCode, User, UserId};
-use order_service::relay::publisher::Amqp;
-use order_service::relay::{NotifyingStore, Relay, RelaySettings};
-use order_service::storage::{self, Stores};
+use order_service::relay::{NotifyingStore, RelaySettings};
 use tokio::sync::Notify;
 
-use crate::helpers::{Backend, TestDb};
-use crate::outbox::{BROKER, TestConsumer};
+use crate::kit::{BROKER, Backend, TestConsumer, TestDb, broker_relay, sample_order};
 
 const EVENTS: usize = 3000;
 const BATCH: usize = 100;
-
-fn order() -> Order {
-    let user = User { first_name: "Ada".into(), last_name: "Lovelace".into() };
-    let product = Product { name: "Classic Box".into(), price: Money::parse_decimal("9.99").expect("price") };
-    Order::new(
-        &UserId::parse("7c11e1ce2741").expect("id"),
-        &ProductCode::parse("classic-box").expect("code"),
-        &user,
-        &product,
-    )
-}
-
-async fn store(db: &TestDb) -> Stores {
-    let config = DatabaseConfig::new(&db.url, 8, Duration::from_secs(5)).expect("database url");
-    storage::connect(&config).await.expect("store")
-}
 
 /// Events/s of a bare loop: one channel, confirms on, batches of `BATCH` sent then confirmed.
 async fn raw_rate() -> f64 {
@@ -72,12 +51,12 @@ async fn bench_relay_throughput_and_lag() {
 
     // Throughput: a backlog of EVENTS rows drained by relay passes.
     let db = TestDb::new(Backend::Postgres).await;
-    let stores = store(&db).await;
+    let stores = db.stores(8).await;
     for _ in 0..EVENTS {
-        stores.orders.insert_order(&order(), None).await.expect("insert");
+        stores.orders.insert_order(&sample_order(), None).await.expect("insert");
     }
     let settings = RelaySettings { batch_size: BATCH as u32, ..RelaySettings::default() };
-    let mut relay = Relay::new(stores.outbox, Arc::new(Amqp { url: BROKER.to_owned() }), settings);
+    let mut relay = broker_relay(stores.outbox, settings);
     relay.relay_once().await.expect("warm-up pass");
     let started = Instant::now();
     let mut published = BATCH;
@@ -88,11 +67,11 @@ async fn bench_relay_throughput_and_lag() {
 
     // Lag: a steady 500 orders/s through the notifying store and the relay loop.
     let db = TestDb::new(Backend::Postgres).await;
-    let stores = store(&db).await;
+    let stores = db.stores(8).await;
     let inner = stores.orders;
     let wake = Arc::new(Notify::new());
     let orders: Arc<dyn OrderStore> = Arc::new(NotifyingStore::new(Arc::clone(&inner), Arc::clone(&wake)));
-    let handle = Relay::new(stores.outbox, Arc::new(Amqp { url: BROKER.to_owned() }), settings).spawn(wake);
+    let handle = broker_relay(stores.outbox, settings).spawn(wake);
     let mut consumer = TestConsumer::bind().await;
     let (rate, seconds) = (500u64, 4u64);
     // Received concurrently, stamped on arrival: commit → confirm ≈ commit → delivery.
@@ -117,7 +96,7 @@ async fn bench_relay_throughput_and_lag() {
     let (commits, mut committed) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..rate * seconds {
         tick.tick().await;
-        let order = order();
+        let order = sample_order();
         ids.push(order.id.to_string());
         let (orders, commits) = (Arc::clone(&orders), commits.clone());
         tokio::spawn(async move {

@@ -1,36 +1,20 @@
 //! kill -9 under load: every order that got a 201 is in the database after a restart, and its
 //! event reaches the broker; nothing acknowledged is lost.
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Backend, TestDb, Upstreams, binary, free_port, wait_ready};
-use crate::outbox::{BROKER, TestConsumer, message_id};
-
-fn start(port: u16, db: &TestDb, upstreams: &Upstreams) -> Child {
-    binary(port, &db.url, upstreams)
-        .env("AMQP_URL", BROKER)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("order-service starts")
-}
+use crate::kit::{BROKER, Backend, TestBinary, TestConsumer, message_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_service_loses_no_acknowledged_order_or_event() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let upstreams = Upstreams::simulator().await;
+    let service = TestBinary::new(Backend::Postgres).await.env("AMQP_URL", BROKER).env("RUST_LOG", "warn");
     let mut consumer = TestConsumer::bind().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let mut child = start(port, &db, &upstreams);
-    wait_ready(&http, &base).await;
+    let mut running = service.start().await;
 
     // Six clients order until the process dies (bounded: 5 s at most).
     let clients: Vec<_> = (0..6)
         .map(|_| {
-            let (http, url) = (http.clone(), format!("{base}/v1/orders"));
+            let (http, url) = (service.http.clone(), service.url("/v1/orders"));
             tokio::spawn(async move {
                 let (mut acked, mut sent) = (Vec::new(), 0usize);
                 let started = Instant::now();
@@ -49,8 +33,7 @@ async fn a_killed_service_loses_no_acknowledged_order_or_event() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().expect("kill -9");
-    child.wait().expect("reaped");
+    running.kill();
     let mut acked = Vec::new();
     let mut sent = 0;
     for client in clients {
@@ -60,14 +43,13 @@ async fn a_killed_service_loses_no_acknowledged_order_or_event() {
     }
     assert!(acked.len() >= 6, "load ran before the kill: {} acknowledged", acked.len());
 
-    let mut child = start(port, &db, &upstreams);
-    wait_ready(&http, &base).await;
+    let _restarted = service.start().await;
     let list = acked.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
-    let stored = db.scalar_i64(&format!("SELECT count(*) FROM orders WHERE id IN ({list})")).await;
+    let stored = service.db.scalar_i64(&format!("SELECT count(*) FROM orders WHERE id IN ({list})")).await;
     assert_eq!(stored, acked.len() as i64, "every acknowledged order survived");
-    let orders = db.count("orders").await;
+    let orders = service.db.count("orders").await;
     assert!(orders as usize <= sent, "no order without a request: {orders} orders, {sent} sent");
-    assert_eq!(db.count("outbox").await, orders, "each order has exactly its one event row");
+    assert_eq!(service.db.count("outbox").await, orders, "each order has exactly its one event row");
 
     let deliveries = consumer.take(&acked, acked.len(), Duration::from_secs(20)).await;
     let mut delivered: Vec<String> = deliveries.iter().map(message_id).collect();
@@ -82,6 +64,4 @@ async fn a_killed_service_loses_no_acknowledged_order_or_event() {
         deliveries.len(),
         delivered.len()
     );
-    child.kill().expect("stop");
-    let _ = child.wait();
 }

@@ -3,21 +3,17 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
-use crate::proxy::CutProxy;
-
-const ADA: &str = "7c11e1ce2741";
+use crate::kit::{ADA, Backend, CutProxy, TestApp, Upstreams, eventually, problem};
 
 #[tokio::test]
 async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
     let proxy = CutProxy::start("127.0.0.1:5432").await;
     let app = TestApp::builder(Backend::Postgres)
         .database_port(proxy.port)
-        .upstreams(Upstreams::mock().await)
+        .upstreams(Upstreams::healthy().await)
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "500")
         .spawn()
         .await;
-    app.upstreams.mount_healthy().await;
     assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201);
 
     proxy.cut();
@@ -34,14 +30,8 @@ async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
     assert_eq!((ready["status"].as_str(), ready["database"]["status"].as_str()), (Some("not_ready"), Some("down")));
 
     proxy.restore();
-    let mut recovered = false;
-    for _ in 0..50 {
-        if app.post_order(ADA, "classic-box").await.status() == 201 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let placed = async || app.post_order(ADA, "classic-box").await.status() == 201;
+    let recovered = eventually(Duration::from_secs(10), placed, |&placed| placed).await;
     assert!(recovered, "orders succeed again once the database is back");
     assert_eq!(app.get("/health/ready").await.status(), 200);
     assert_eq!(app.db.count("orders").await, 2, "nothing half-written during the outage");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wiremock::matchers::any;
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::kit::{Backend, TestApp, Upstreams, eventually, problem};
 
 /// `CHROMIUM` names the browser; Debian's package installs `chromium`.
 fn chromium() -> String {
@@ -85,16 +85,8 @@ async fn the_docs_page_is_served_while_the_api_sheds_load() {
         Mock::given(any()).respond_with(slow).mount(server).await;
     }
     let app = TestApp::builder(Backend::Sqlite).upstreams(upstreams).env("HTTP_MAX_IN_FLIGHT", "1").spawn().await;
-    let holder = {
-        let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-        tokio::spawn(async move {
-            let body = serde_json::json!({"user_id": "u1", "product_code": "p1"});
-            http.post(url).json(&body).send().await
-        })
-    };
-    while app.upstreams.received().await == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let holder = app.post_order_in_background("u1", "p1");
+    eventually(Duration::from_secs(10), || app.upstreams.received(), |&n| n > 0).await;
     // Reads have a limit of their own: a second order is what the full write limit sheds.
     let (status, body) = problem(app.post_order("u2", "p2").await).await;
     assert_eq!((status, body["type"].as_str()), (503, Some("/problems/load-shed")), "the API is full");

@@ -3,25 +3,22 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::helpers::{Backend, TestApp, problem};
+use crate::kit::{Backend, TestApp, problem, read_until_closed, unfinished_body, unfinished_head};
 
-/// Reads until the server closes the connection (bounded, so a broken server fails the test
-/// instead of hanging it); returns what it sent.
-async fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received)).await;
-    assert!(read.is_ok(), "the server kept a slow connection open: {}", String::from_utf8_lossy(&received));
-    String::from_utf8_lossy(&received).into_owned()
+/// What the server sent before it closed the connection (bounded, so a broken server fails the
+/// test instead of hanging it).
+async fn sent_before_close(stream: &mut TcpStream) -> String {
+    let received = read_until_closed(stream, Duration::from_secs(20)).await;
+    String::from_utf8_lossy(&received.expect("the server closed the slow connection")).into_owned()
 }
 
 #[tokio::test]
 async fn a_request_head_that_never_finishes_is_cut_off() {
     let app = TestApp::builder(Backend::Sqlite).env("HTTP_HEADER_READ_TIMEOUT_MS", "300").spawn().await;
-    let mut slow = TcpStream::connect(app.addr).await.expect("connect");
-    slow.write_all(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nX-Slow: a").await.expect("partial head");
+    let mut slow = unfinished_head(app.addr).await;
     // Trickle a byte now and then, well inside any per-read timeout, never ending the head.
     let trickle = async {
         for _ in 0..40 {
@@ -32,7 +29,7 @@ async fn a_request_head_that_never_finishes_is_cut_off() {
         }
     };
     trickle.await;
-    let rest = read_until_closed(&mut slow).await;
+    let rest = sent_before_close(&mut slow).await;
     assert!(!rest.contains("201"), "{rest}");
 
     // Everyone else is served as usual, also after the slow client.
@@ -43,11 +40,8 @@ async fn a_request_head_that_never_finishes_is_cut_off() {
 #[tokio::test]
 async fn a_body_that_never_finishes_is_a_408_and_no_order() {
     let app = TestApp::builder(Backend::Sqlite).env("HTTP_BODY_READ_TIMEOUT_MS", "300").spawn().await;
-    let mut slow = TcpStream::connect(app.addr).await.expect("connect");
-    let head = "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n";
-    slow.write_all(head.as_bytes()).await.expect("head");
-    slow.write_all(b"{\"user_id\": \"7c11e1ce2741\",").await.expect("half a body");
-    let answer = read_until_closed(&mut slow).await;
+    let mut slow = unfinished_body(app.addr, b"{\"user_id\": \"7c11e1ce2741\",").await;
+    let answer = sent_before_close(&mut slow).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("/problems/request-timeout"), "{answer}");
     assert_eq!(app.db.count("orders").await, 0);

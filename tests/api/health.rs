@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
+use crate::kit::{Backend, TestApp};
 
 crate::on_both_backends!(readiness_reports_the_database_and_the_disabled_broker);
 

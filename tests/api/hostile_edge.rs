@@ -2,60 +2,27 @@
 //! read capacity (a flood of writes), file handles (silent, idle or surplus connections), a
 //! quick shutdown (idle connections), or the 413 of an oversized body (lingering close).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Backend, TestApp, TestDb, Upstreams, binary, free_port, problem, sample, wait_ready};
+use crate::kit::{
+    ADA, Backend, TestApp, TestBinary, eventually, problem, read_until_closed, sample, unfinished_body, unfinished_head,
+};
 
-const ADA: &str = "7c11e1ce2741";
 const OPEN_CONNECTIONS: &str = "http_server_open_connections";
 /// The HTTP/2 connection preface and an empty SETTINGS frame: an h2c client with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-
-/// Reads until the server closes the connection (EOF or reset) and returns what it sent, or
-/// `None` if it was still open after `bound` (a bound, so a broken server fails instead of hanging).
-async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
-    let mut received = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(bound, read).await.ok().map(|()| received)
-}
-
-/// A POST whose head promises 60 bytes of body, of which only 12 are sent.
-async fn slow_body(app: &TestApp) -> TcpStream {
-    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
-    let head = "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n";
-    stream.write_all(head.as_bytes()).await.expect("head");
-    stream.write_all(b"{\"user_id\": ").await.expect("12 bytes of body");
-    stream
-}
 
 async fn open_connections(app: &TestApp) -> f64 {
     sample(&app.metrics().await, OPEN_CONNECTIONS, &[])
 }
 
-/// Scrapes the gauge until `until` holds (at most 5 s: accepting and closing are asynchronous)
+/// Scrapes the gauge until `until` holds (at most 10 s: accepting and closing are asynchronous)
 /// and returns the last value.
 async fn open_connections_once(app: &TestApp, until: impl Fn(f64) -> bool) -> f64 {
-    let mut value = open_connections(app).await;
-    for _ in 0..250 {
-        if until(value) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        value = open_connections(app).await;
-    }
-    value
+    eventually(Duration::from_secs(10), || open_connections(app), |open| until(*open)).await
 }
 
 #[tokio::test]
@@ -63,7 +30,7 @@ async fn slow_request_bodies_hold_no_order_capacity() {
     let app = TestApp::builder(Backend::Sqlite).env("HTTP_MAX_IN_FLIGHT", "4").spawn().await;
     let mut slow = Vec::new();
     for _ in 0..4 {
-        slow.push(slow_body(&app).await);
+        slow.push(unfinished_body(app.addr, b"{\"user_id\": ").await);
     }
     // Give the server time to route the four heads (before the fix each took a permit here).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -86,22 +53,9 @@ async fn reads_are_served_while_writes_are_shed() {
         .env("PRODUCT_MAX_ATTEMPTS", "1")
         .spawn()
         .await;
-    let hanging: Vec<_> = (0..2)
-        .map(|_| {
-            let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-            tokio::spawn(async move {
-                let body = serde_json::json!({"user_id": ADA, "product_code": "family-box"});
-                let _ = http.post(url).json(&body).send().await;
-            })
-        })
-        .collect();
-    let sim = std::sync::Arc::clone(&app.upstreams.sim().sim);
-    for _ in 0..400 {
-        if sim.stats().products.total >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let hanging: Vec<_> = (0..2).map(|_| app.post_order_in_background(ADA, "family-box")).collect();
+    let sim = &app.upstreams.sim().sim;
+    eventually(Duration::from_secs(5), async || sim.stats().products.total, |&n| n >= 2).await;
     assert_eq!(sim.stats().products.total, 2, "both hanging orders hold a write permit");
 
     let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
@@ -173,14 +127,8 @@ async fn a_connection_over_the_cap_is_closed_unanswered() {
     let sent = read_until_closed(&mut held[0], Duration::from_secs(10)).await.expect("closed");
     assert!(String::from_utf8_lossy(&sent).starts_with("HTTP/1.1 200"), "the three within the cap are served");
     drop(held);
-    let mut status = None;
-    for _ in 0..250 {
-        status = reqwest::Client::new().get(app.url("/health/live")).send().await.ok().map(|r| r.status());
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let live = async || reqwest::Client::new().get(app.url("/health/live")).send().await.ok().map(|r| r.status());
+    let status = eventually(Duration::from_secs(10), live, Option::is_some).await;
     assert_eq!(status, Some(reqwest::StatusCode::OK), "room again once they have gone");
 }
 
@@ -212,42 +160,27 @@ async fn a_client_that_writes_a_whole_oversized_body_first_reads_its_413() {
 #[tokio::test]
 async fn sigterm_does_not_wait_for_idle_or_silent_connections() {
     const DRAIN: Duration = Duration::from_secs(30);
-    let db = TestDb::new(Backend::Sqlite).await;
-    let upstreams = Upstreams::simulator().await;
-    let port = free_port();
-    let mut child = binary(port, &db.url, &upstreams)
+    let service = TestBinary::new(Backend::Sqlite)
+        .await
         .env("SHUTDOWN_DRAIN_TIMEOUT_MS", DRAIN.as_millis().to_string())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("order-service starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let log = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    wait_ready(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+        .env("RUST_LOG", "info");
+    let mut running = service.start().await;
+    let port = service.port;
 
     let mut idle_h2 = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     idle_h2.write_all(H2_PREFACE).await.expect("preface");
     let mut settings = [0u8; 9];
     idle_h2.read_exact(&mut settings).await.expect("the server's SETTINGS");
     assert_eq!(settings[3], 4, "an HTTP/2 connection");
-    let mut partial = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    partial.write_all(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nX-Slow: a").await.expect("partial head");
+    let _partial = unfinished_head(("127.0.0.1", port)).await;
     let _silent = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let signalled = Instant::now();
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let mut status = None;
-    while status.is_none() && signalled.elapsed() < DRAIN + Duration::from_secs(10) {
-        status = child.try_wait().expect("wait");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    running.sigterm();
+    let status = running.exit_status(DRAIN + Duration::from_secs(10)).await;
     let waited = signalled.elapsed();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let status = child.wait().expect("exit status");
-    let log = log.join().expect("log reader");
+    let log = running.output().stdout;
     assert!(status.success(), "SIGTERM drains and exits 0: {status}");
     assert!(!log.contains("drain timeout"), "no connection held the drain: {log}");
     assert!(waited < DRAIN, "it did not wait for the drain timeout ({waited:?})");

@@ -1,23 +1,10 @@
 //! Client input never becomes a metric label: invented methods, unknown paths and odd
 //! request ids sent over real sockets leave `/metrics` with the same small label set.
 
-use std::collections::BTreeSet;
-
-use crate::helpers::{Backend, TestApp};
-use crate::raw_http::RawConnection;
+use crate::kit::{Backend, RawConnection, TestApp, label_values};
 
 /// The methods a metric may name; anything else is `other`.
 const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "other"];
-
-/// Every value of `label` across the samples of `metric`.
-fn label_values(metrics: &str, metric: &str, label: &str) -> BTreeSet<String> {
-    let prefix = format!("{label}=\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric}_bucket{{")))
-        .filter_map(|l| l.split_once(&prefix).and_then(|(_, rest)| rest.split_once('"')).map(|(v, _)| v.to_owned()))
-        .collect()
-}
 
 #[tokio::test]
 async fn invented_methods_and_paths_leave_the_metric_labels_bounded() {

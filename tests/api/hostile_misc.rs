@@ -4,8 +4,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
-use crate::raw_http::{RawConnection, RawResponse};
+use crate::kit::{Backend, RawConnection, RawResponse, TestApp};
 
 /// Whether `response` is a problem with `status` and the slug `slug`; why not, if it is not.
 fn check_problem(response: &RawResponse, status: u16, slug: &str, what: &str) -> Result<(), String> {

@@ -7,27 +7,20 @@ use std::time::Duration;
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{Backend, TestApp, Upstreams, free_port, problem, sample};
-
-const ADA: &str = "7c11e1ce2741";
+use crate::kit::{ADA, Backend, TestApp, Upstreams, free_port, problem, requests_to, sample, series};
 
 /// wiremock upstreams with the Classic Box healthy and the user-service answering `status`
 /// (with `headers`) for Ada.
 async fn user_service_answering(status: u16, headers: &[(&str, String)]) -> Upstreams {
     let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
+    upstreams.mount_classic_box(Duration::ZERO).await;
     let (users, _) = upstreams.mocks();
-    users.reset().await;
     let mut answer = ResponseTemplate::new(status);
     for (name, value) in headers {
         answer = answer.insert_header(*name, value.as_str());
     }
     Mock::given(method("GET")).and(path(format!("/users/{ADA}"))).respond_with(answer).mount(users).await;
     upstreams
-}
-
-async fn requests(server: &MockServer) -> usize {
-    server.received_requests().await.unwrap_or_default().len()
 }
 
 #[tokio::test]
@@ -48,7 +41,7 @@ async fn an_upstream_403_is_asked_once_answers_502_naming_it_and_opens_no_breake
         assert_eq!((status, body["type"].as_str()), (502, Some("/problems/upstream-error")), "order {order}");
         assert!(body["detail"].as_str().is_some_and(|d| d.contains("403")), "names the status: {body}");
         let (users, _) = app.upstreams.mocks();
-        assert_eq!(requests(users).await, order, "one request per order, never retried");
+        assert_eq!(requests_to(users).await, order, "one request per order, never retried");
     }
     assert_eq!(app.breaker("user").await, ("closed".to_owned(), 0), "a 4xx says nothing about health");
 }
@@ -71,9 +64,9 @@ async fn a_redirect_is_never_followed_to_another_host() {
     let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
     assert_eq!((status, body["type"].as_str()), (502, Some("/problems/upstream-error")));
     assert!(body["detail"].as_str().is_some_and(|d| d.contains("302")), "names the status: {body}");
-    assert_eq!(requests(&elsewhere).await, 0, "the redirect's target never saw our lookup");
+    assert_eq!(requests_to(&elsewhere).await, 0, "the redirect's target never saw our lookup");
     let (users, _) = app.upstreams.mocks();
-    assert_eq!(requests(users).await, 1, "a 3xx is not retried");
+    assert_eq!(requests_to(users).await, 1, "a 3xx is not retried");
 }
 
 #[tokio::test]
@@ -109,8 +102,7 @@ async fn with_no_traffic_an_open_breaker_reads_half_open_once_its_wait_is_over()
 
 #[tokio::test]
 async fn the_open_keys_gauge_drops_when_an_open_key_is_evicted() {
-    let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
+    let upstreams = Upstreams::healthy().await;
     let (_, products) = upstreams.mocks();
     Mock::given(any()).respond_with(ResponseTemplate::new(500)).mount(products).await;
     let app = TestApp::builder(Backend::Sqlite)
@@ -154,20 +146,6 @@ async fn a_hang_opens_the_breaker_even_when_the_deadline_is_shorter_than_an_atte
     assert_eq!(timeouts, 3.0, "each cut-off attempt is a timeout");
 }
 
-/// The value of the one series `name{labels}` (all of them, no others), if it is exposed.
-fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    wanted.sort();
-    metrics.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
-        let mut got: Vec<String> =
-            label_text.trim_end_matches('}').split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect();
-        got.sort();
-        (metric == name && got == wanted).then(|| value.parse().ok()).flatten()
-    })
-}
-
 #[tokio::test]
 async fn every_series_a_dashboard_or_alert_reads_exists_at_zero_from_start_up() {
     let app = TestApp::builder(Backend::Sqlite).spawn().await;
@@ -209,8 +187,7 @@ async fn every_series_a_dashboard_or_alert_reads_exists_at_zero_from_start_up() 
 
 #[tokio::test]
 async fn an_unknown_product_once_answered_costs_neither_upstream_again() {
-    let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
+    let upstreams = Upstreams::healthy().await;
     let (_, products) = upstreams.mocks();
     // The 404 comes a moment late, so the first order's user lookup has been answered by then.
     Mock::given(method("GET"))
@@ -227,12 +204,12 @@ async fn an_unknown_product_once_answered_costs_neither_upstream_again() {
     let (users, products) = app.upstreams.mocks();
 
     unknown_product(app.post_order(ADA, "ghost-box").await).await;
-    assert_eq!((requests(users).await, requests(products).await), (1, 1));
+    assert_eq!((requests_to(users).await, requests_to(products).await), (1, 1));
     for _ in 0..10 {
         unknown_product(app.post_order(ADA, "ghost-box").await).await;
     }
-    assert_eq!((requests(users).await, requests(products).await), (1, 1), "answered from the remembered 404");
+    assert_eq!((requests_to(users).await, requests_to(products).await), (1, 1), "answered from the remembered 404");
 
     unknown_product(app.post_order(ADA, "other-ghost").await).await;
-    assert_eq!(requests(products).await, 2, "another code is still asked");
+    assert_eq!(requests_to(products).await, 2, "another code is still asked");
 }

@@ -1,25 +1,22 @@
 //! `Idempotency-Key`: a repeated request replays the first order instead of placing another,
 //! on PostgreSQL and SQLite, under concurrency and across a kill -9 of the real binary.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use order_service::config::DatabaseConfig;
 use order_service::domain::StoreError;
 use order_service::domain::idempotency::KeyTimes;
 use order_service::domain::idempotency::{HeldLease, IdempotencyKey, KeyClaim, KeyLease, KeySettings};
-use order_service::storage;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{
-    Backend, TestApp, TestDb, Upstreams, binary, free_port, problem, sample, sample_order, wait_ready,
+use crate::kit::{
+    ADA, BROKER, Backend, TestApp, TestBinary, TestConsumer, TestDb, Upstreams, message_id, problem, sample,
+    sample_order,
 };
-use crate::outbox::{BROKER, TestConsumer, message_id};
 
 crate::on_both_backends!(
     a_repeat_replays_the_first_response_without_calling_the_upstreams,
@@ -30,34 +27,14 @@ crate::on_both_backends!(
     a_409_says_how_long_the_key_stays_held,
 );
 
-const ADA: &str = "7c11e1ce2741";
 const BOX: &str = "classic-box";
 
 async fn post_keyed(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.http.post(app.url("/v1/orders")).header("Idempotency-Key", key).json(body).send().await.expect("request")
 }
 
-/// Ada and the Classic Box, each answering after `delay` (so requests overlap when it matters).
-async fn slow_upstreams(delay: Duration) -> Upstreams {
-    let upstreams = Upstreams::mock().await;
-    let (users, products) = upstreams.mocks();
-    let ada = json!({"id": ADA, "firstName": "Ada", "lastName": "Lovelace"});
-    Mock::given(method("GET"))
-        .and(path(format!("/users/{ADA}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(ada).set_delay(delay))
-        .mount(users)
-        .await;
-    let classic = json!({"code": BOX, "name": "Classic Box", "price": 9.99});
-    Mock::given(method("GET"))
-        .and(path(format!("/products/{BOX}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(classic).set_delay(delay))
-        .mount(products)
-        .await;
-    upstreams
-}
-
 async fn a_repeat_replays_the_first_response_without_calling_the_upstreams(backend: Backend) {
-    let app = TestApp::builder(backend).upstreams(slow_upstreams(Duration::ZERO).await).spawn().await;
+    let app = TestApp::builder(backend).upstreams(Upstreams::healthy().await).spawn().await;
     let key = Uuid::now_v7().to_string();
 
     let first = post_keyed(&app, &key, &json!({"user_id": ADA, "product_code": BOX})).await;
@@ -127,27 +104,16 @@ async fn the_same_key_for_another_order_is_refused(backend: Backend) {
 
 async fn a_failed_order_frees_its_key_for_the_retry(backend: Backend) {
     let upstreams = Upstreams::mock().await;
-    let (users, products) = upstreams.mocks();
-    Mock::given(method("GET"))
-        .and(path(format!("/users/{ADA}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": ADA, "firstName": "Ada", "lastName": "L"})))
-        .mount(users)
-        .await;
+    upstreams.mount_ada(Duration::ZERO).await;
     // The product fails every attempt of the first order, then recovers.
     Mock::given(method("GET"))
         .and(path(format!("/products/{BOX}")))
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(3)
         .with_priority(1)
-        .mount(products)
+        .mount(upstreams.mocks().1)
         .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/products/{BOX}")))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"code": BOX, "name": "Classic Box", "price": 9.99})),
-        )
-        .mount(products)
-        .await;
+    upstreams.mount_classic_box(Duration::ZERO).await;
     let app = TestApp::builder(backend).upstreams(upstreams).env("PRODUCT_MAX_ATTEMPTS", "3").spawn().await;
     let body = json!({"user_id": ADA, "product_code": BOX});
 
@@ -167,7 +133,7 @@ async fn concurrent_duplicates_place_one_order_and_publish_one_event(backend: Ba
     const CLIENTS: usize = 8;
     let mut consumer = TestConsumer::bind().await;
     let app = TestApp::builder(backend)
-        .upstreams(slow_upstreams(Duration::from_millis(300)).await)
+        .upstreams(Upstreams::answering_after(Duration::from_millis(300)).await)
         .env("AMQP_URL", BROKER)
         .env("OUTBOX_POLL_INTERVAL_MS", "50")
         .spawn()
@@ -218,8 +184,7 @@ async fn concurrent_duplicates_place_one_order_and_publish_one_event(backend: Ba
 /// The store's rules on a clock the test controls.
 async fn leases_expire_keys_are_forgotten_and_a_lost_lease_writes_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let config = DatabaseConfig::new(&db.url, 2, Duration::from_secs(5)).expect("database url");
-    let store = storage::connect(&config).await.expect("store").orders;
+    let store = db.stores(2).await.orders;
     let settings = KeySettings {
         lease: Duration::from_secs(30),
         retention: Duration::from_secs(3600),
@@ -294,7 +259,7 @@ async fn lease_key_directly(db: &TestDb, key: &str, age: chrono::Duration, lease
 /// `Retry-After` of a 409: the time until the holder's order must be done (a live request), or
 /// until its lease runs out (a request that crashed long ago), never a blind `1`.
 async fn a_409_says_how_long_the_key_stays_held(backend: Backend) {
-    let app = TestApp::builder(backend).upstreams(slow_upstreams(Duration::ZERO).await).spawn().await;
+    let app = TestApp::builder(backend).upstreams(Upstreams::healthy().await).spawn().await;
     let body = json!({"user_id": ADA, "product_code": BOX});
     let retry_after = |response: &reqwest::Response| -> u64 {
         assert_eq!(response.status(), 409);
@@ -314,32 +279,22 @@ async fn a_409_says_how_long_the_key_stays_held(backend: Backend) {
 /// A completed key survives a kill -9 and a restart of the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_is_replayed_after_a_kill_and_restart() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let upstreams = Upstreams::simulator().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let start = || binary(port, &db.url, &upstreams).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn();
+    let service = TestBinary::new(Backend::Postgres).await.env("RUST_LOG", "warn");
     let post = |key: &'static str| {
         let body = json!({"user_id": ADA, "product_code": BOX});
-        http.post(format!("{base}/v1/orders")).header("Idempotency-Key", key).json(&body).send()
+        service.http.post(service.url("/v1/orders")).header("Idempotency-Key", key).json(&body).send()
     };
 
-    let mut child = start().expect("order-service starts");
-    wait_ready(&http, &base).await;
+    let mut running = service.start().await;
     let first = post("survives-restart").await.expect("request");
     assert_eq!(first.status(), 201);
     let first_body = first.text().await.expect("body");
-    child.kill().expect("kill -9");
-    child.wait().expect("reaped");
+    running.kill();
 
-    let mut child = start().expect("order-service restarts");
-    wait_ready(&http, &base).await;
+    let _restarted = service.start().await;
     let again = post("survives-restart").await.expect("request");
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.text().await.expect("body"), first_body);
-    assert_eq!(db.count("orders").await, 1);
-    child.kill().expect("stop");
-    let _ = child.wait();
+    assert_eq!(service.db.count("orders").await, 1);
 }

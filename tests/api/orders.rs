@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::kit::{Backend, TestApp, Upstreams, problem};
 
 crate::on_both_backends!(
     an_order_is_created_read_back_and_listed,
@@ -82,8 +82,7 @@ async fn the_order_and_its_outbox_row_are_committed_together(backend: Backend) {
 }
 
 async fn neither_row_is_kept_when_the_outbox_insert_fails(backend: Backend) {
-    let app = TestApp::builder(backend).upstreams(Upstreams::mock().await).spawn().await;
-    app.upstreams.mount_healthy().await;
+    let app = TestApp::builder(backend).upstreams(Upstreams::healthy().await).spawn().await;
     // Sabotage the second statement of the transaction only.
     match backend {
         Backend::Postgres => {
@@ -105,8 +104,7 @@ async fn neither_row_is_kept_when_the_outbox_insert_fails(backend: Backend) {
 }
 
 async fn pages_follow_each_other_without_gaps_or_repeats(backend: Backend) {
-    let app = TestApp::builder(backend).upstreams(Upstreams::mock().await).spawn().await;
-    app.upstreams.mount_healthy().await;
+    let app = TestApp::builder(backend).upstreams(Upstreams::healthy().await).spawn().await;
     let mut created = Vec::new();
     for _ in 0..5 {
         let order: Value = app.post_order("7c11e1ce2741", "classic-box").await.json().await.expect("json");

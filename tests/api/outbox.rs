@@ -4,24 +4,15 @@
 //! exchange and keeps only the messages of the orders it created: tests run in parallel.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
-use order_service::config::DatabaseConfig;
-use order_service::domain::OutboxStore;
-use order_service::relay::publisher::Amqp;
+use lapin::types::AMQPValue;
 use order_service::relay::{Relay, RelaySettings};
-use order_service::storage;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, TestDb, Upstreams, free_port, sample};
-
-pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+use crate::kit::{
+    BROKER, Backend, TestApp, TestConsumer, amqp_url, eventually, free_port, message_id, new_relay, order_ids, sample,
+};
 
 crate::on_both_backends!(
     events_reach_a_consumer_exactly_as_the_contract_says,
@@ -30,105 +21,12 @@ crate::on_both_backends!(
     a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it,
 );
 
-/// A queue of this test's own on the `orders` exchange.
-pub struct TestConsumer {
-    _connection: Connection,
-    consumer: Consumer,
-}
-
-impl TestConsumer {
-    pub async fn bind() -> Self {
-        let connection = Connection::connect(BROKER, ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ must be running on 127.0.0.1:5672 for the tests");
-        let channel = connection.create_channel().await.expect("channel");
-        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        channel
-            .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await
-            .expect("exchange");
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
-        let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.expect("queue");
-        let name = queue.name().clone();
-        channel
-            .queue_bind(
-                name.clone(),
-                "orders".into(),
-                "created_order".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-        let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-        let consumer = channel.basic_consume(name, "".into(), no_ack, FieldTable::default()).await.expect("consume");
-        Self { _connection: connection, consumer }
-    }
-
-    /// The messages for `ids` that arrive within `wait`, stopping early once `want` arrived.
-    pub async fn take(&mut self, ids: &[String], want: usize, wait: Duration) -> Vec<Delivery> {
-        let mut got = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
-        while got.len() < want {
-            let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, self.consumer.next()).await else {
-                break;
-            };
-            let delivery = delivery.expect("delivery");
-            if ids.iter().any(|id| Some(id.as_str()) == delivery.properties.message_id().as_ref().map(|m| m.as_str())) {
-                got.push(delivery);
-            }
-        }
-        got
-    }
-
-    /// The next message, whoever it is for (benchmarks filter it themselves).
-    pub async fn next_delivery(&mut self) -> Option<Delivery> {
-        self.consumer.next().await.and_then(Result::ok)
-    }
-}
-
-pub fn message_id(delivery: &Delivery) -> String {
-    delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default()
-}
-
-/// An app whose upstreams answer at once; `env` adds variables.
-pub async fn app(backend: Backend, env: &[(&str, &str)]) -> TestApp {
-    let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
-    let mut builder = TestApp::builder(backend).upstreams(upstreams);
-    for (name, value) in env {
-        builder = builder.env(name, value);
-    }
-    builder.spawn().await
-}
-
-/// Creates `n` orders (all must be 201) and returns their bodies, in creation order.
-pub async fn create(app: &TestApp, n: usize) -> Vec<Value> {
-    let mut orders = Vec::with_capacity(n);
-    for _ in 0..n {
-        let response = app.post_order("7c11e1ce2741", "classic-box").await;
-        assert_eq!(response.status(), 201);
-        orders.push(response.json().await.expect("json"));
-    }
-    orders
-}
-
-pub fn ids(orders: &[Value]) -> Vec<String> {
-    orders.iter().map(|o| o["id"].as_str().expect("id").to_owned()).collect()
-}
-
-/// A relay of the test's own over the test database.
-pub async fn new_relay(db: &TestDb, settings: RelaySettings) -> (Relay, Arc<dyn OutboxStore>) {
-    let config = DatabaseConfig::new(&db.url, 2, Duration::from_secs(5)).expect("database url");
-    let stores = storage::connect(&config).await.expect("store");
-    (Relay::new(Arc::clone(&stores.outbox), Arc::new(Amqp { url: BROKER.to_owned() }), settings), stores.outbox)
-}
-
 async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) {
     let mut consumer = TestConsumer::bind().await;
-    let app = app(backend, &[("AMQP_URL", BROKER), ("OUTBOX_POLL_INTERVAL_MS", "100")]).await;
-    let orders = create(&app, 3).await;
-    let ids = ids(&orders);
+    let app =
+        TestApp::with_healthy_upstreams(backend, &[("AMQP_URL", BROKER), ("OUTBOX_POLL_INTERVAL_MS", "100")]).await;
+    let orders = app.place_orders(3).await;
+    let ids = order_ids(&orders);
 
     let got = consumer.take(&ids, 3, Duration::from_secs(15)).await;
     assert_eq!(got.iter().map(message_id).collect::<Vec<_>>(), ids, "one message per order, in order");
@@ -155,15 +53,11 @@ async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) 
     }
 
     // The row is marked after the ack, and the API and metrics say so.
-    let mut published = false;
-    for _ in 0..50 {
+    let is_published = async || {
         let order: Value = app.get(&format!("/v1/orders/{}", ids[2])).await.json().await.expect("json");
-        published = order["published"] == true;
-        if published {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        order["published"] == true
+    };
+    let published = eventually(Duration::from_secs(10), is_published, |&published| published).await;
     assert!(published, "published after the confirm");
     assert!(consumer.take(&ids, 1, Duration::from_millis(500)).await.is_empty(), "no duplicates");
     let ready = app.ready().await;
@@ -174,24 +68,19 @@ async fn events_reach_a_consumer_exactly_as_the_contract_says(backend: Backend) 
 }
 
 async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later(backend: Backend) {
-    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
-    let app = app(backend, &[("AMQP_URL", &dead), ("OUTBOX_POLL_INTERVAL_MS", "50")]).await;
-    let orders = create(&app, 5).await;
-    let ids = ids(&orders);
+    let dead = amqp_url(free_port());
+    let app = TestApp::with_healthy_upstreams(backend, &[("AMQP_URL", &dead), ("OUTBOX_POLL_INTERVAL_MS", "50")]).await;
+    let orders = app.place_orders(5).await;
+    let ids = order_ids(&orders);
     assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 5);
     let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200, "a broker outage never makes the service unready");
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(ready["broker"]["status"], "down", "{ready}");
-    // The backlog is counted while the broker is unreachable (outbox_pending and its alert).
-    let mut detail = Value::Null;
-    for _ in 0..60 {
-        detail = app.ready().await["broker"]["detail"].clone();
-        if detail == "5 events pending" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The backlog is counted while the broker is unreachable (outbox_pending and its alert), on
+    // the relay's reconnect attempts, which back off.
+    let broker_detail = async || app.ready().await["broker"]["detail"].clone();
+    let detail = eventually(Duration::from_secs(10), broker_detail, |detail| detail == "5 events pending").await;
     assert_eq!(detail, "5 events pending");
     let order: Value = app.get(&format!("/v1/orders/{}", ids[0])).await.json().await.expect("json");
     assert_eq!(order["published"], false);
@@ -208,8 +97,8 @@ async fn orders_succeed_while_the_broker_is_unreachable_and_drain_in_order_later
 }
 
 async fn an_event_published_but_not_marked_is_published_again(backend: Backend) {
-    let app = app(backend, &[]).await;
-    let ids = ids(&create(&app, 1).await);
+    let app = TestApp::with_healthy_upstreams(backend, &[]).await;
+    let ids = order_ids(&app.place_orders(1).await);
     let mut consumer = TestConsumer::bind().await;
 
     // A relay that claimed the row and then vanished: its lease keeps others off until it ends.
@@ -237,8 +126,8 @@ async fn an_event_published_but_not_marked_is_published_again(backend: Backend) 
 }
 
 async fn a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it(backend: Backend) {
-    let app = app(backend, &[]).await;
-    let ids = ids(&create(&app, 3).await);
+    let app = TestApp::with_healthy_upstreams(backend, &[]).await;
+    let ids = order_ids(&app.place_orders(3).await);
     let poison = match backend {
         Backend::Postgres => "UPDATE outbox SET payload = '\"not an order\"'::jsonb WHERE id = 2",
         Backend::Sqlite => "UPDATE outbox SET payload = '{corrupt' WHERE id = 2",
@@ -264,8 +153,8 @@ async fn a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it(backend:
 /// Two relays (two replicas) over one PostgreSQL: every event once, none twice.
 #[tokio::test]
 async fn two_relays_over_one_postgres_publish_each_event_once() {
-    let app = app(Backend::Postgres, &[]).await;
-    let ids = ids(&create(&app, 30).await);
+    let app = TestApp::with_healthy_upstreams(Backend::Postgres, &[]).await;
+    let ids = order_ids(&app.place_orders(30).await);
     let mut consumer = TestConsumer::bind().await;
     let settings = RelaySettings { batch_size: 4, ..RelaySettings::default() };
     let (a, _) = new_relay(&app.db, settings).await;

@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use upstream_sim::{Catalogue, SimConfig};
-use wiremock::matchers::{any, method, path};
+use wiremock::matchers::any;
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{Backend, TestApp, Upstreams, free_port, problem, sample};
-
-const ADA: &str = "7c11e1ce2741";
+use crate::kit::{ADA, Backend, TestApp, Upstreams, eventually, free_port, problem, requests_to, sample};
 
 #[tokio::test]
 async fn one_bad_product_opens_only_its_own_breaker() {
@@ -77,15 +75,8 @@ async fn refused_connections_open_the_upstream_breaker_and_it_recovers_by_itself
 #[tokio::test]
 async fn failures_across_many_keys_open_the_upstream_within_the_retry_budget() {
     let upstreams = Upstreams::mock().await;
-    let (users, products) = upstreams.mocks();
-    Mock::given(method("GET"))
-        .and(path(format!("/users/{ADA}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
-            {"id": ADA, "firstName": "Ada", "lastName": "Lovelace"}
-        )))
-        .mount(users)
-        .await;
-    Mock::given(any()).respond_with(ResponseTemplate::new(503)).mount(products).await;
+    upstreams.mount_ada(Duration::ZERO).await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(503)).mount(upstreams.mocks().1).await;
     let app = TestApp::builder(Backend::Sqlite)
         .upstreams(upstreams)
         .env("PRODUCT_RETRY_BUDGET_MIN_PER_SEC", "0")
@@ -101,7 +92,7 @@ async fn failures_across_many_keys_open_the_upstream_within_the_retry_budget() {
         types.push(body["type"].as_str().unwrap_or_default().to_owned());
     }
     let (_, products) = app.upstreams.mocks();
-    let attempts = products.received_requests().await.unwrap_or_default().len();
+    let attempts = requests_to(products).await;
     assert!(attempts as f64 <= 1.2 * f64::from(orders) + 1.0, "{attempts} attempts for {orders} orders");
     assert!(types.contains(&"/problems/retry-budget-exhausted".to_owned()), "{types:?}");
     assert_eq!(types.last().map(String::as_str), Some("/problems/circuit-open"), "{types:?}");
@@ -111,18 +102,8 @@ async fn failures_across_many_keys_open_the_upstream_within_the_retry_budget() {
 #[tokio::test]
 async fn a_slow_upstream_trips_the_slow_call_threshold() {
     let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
-    let (_, products) = upstreams.mocks();
-    products.reset().await;
-    Mock::given(method("GET"))
-        .and(path("/products/classic-box"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_delay(Duration::from_millis(300))
-                .set_body_json(serde_json::json!({"code": "classic-box", "name": "Classic Box", "price": 9.99})),
-        )
-        .mount(products)
-        .await;
+    upstreams.mount_ada(Duration::ZERO).await;
+    upstreams.mount_classic_box(Duration::from_millis(300)).await;
     let app = TestApp::builder(Backend::Sqlite)
         .upstreams(upstreams)
         .env("PRODUCT_BREAKER_SLOW_CALL_MS", "200")
@@ -138,7 +119,7 @@ async fn a_slow_upstream_trips_the_slow_call_threshold() {
     let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
     assert_eq!((status, body["type"].as_str()), (503, Some("/problems/circuit-open")));
     let (_, products) = app.upstreams.mocks();
-    assert_eq!(products.received_requests().await.unwrap_or_default().len(), 3);
+    assert_eq!(requests_to(products).await, 3);
     assert_eq!(app.breaker("product").await.0, "open");
 }
 
@@ -149,12 +130,7 @@ async fn a_definitive_failure_cancels_the_other_lookup_without_blaming_its_upstr
     assert_eq!((status, body["type"].as_str()), (422, Some("/problems/unknown-user")));
 
     let sim = &app.upstreams.sim().sim;
-    for _ in 0..100 {
-        if sim.stats().in_flight == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(5), async || sim.stats().in_flight, |&n| n == 0).await;
     assert_eq!(sim.stats().in_flight, 0, "the 60 s product lookup was abandoned, its connection closed");
     assert_eq!(app.breaker("product").await, ("closed".to_owned(), 0));
     let metrics = app.metrics().await;
@@ -164,17 +140,9 @@ async fn a_definitive_failure_cancels_the_other_lookup_without_blaming_its_upstr
 /// Starts a family-box order (it hangs until the deadline) and returns once its product call
 /// has reached the simulator, so the caller knows a product call and a request are in flight.
 async fn hold_a_family_box_order(app: &TestApp) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
-    let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-    let hanging = tokio::spawn(async move {
-        http.post(url).json(&serde_json::json!({"user_id": ADA, "product_code": "family-box"})).send().await
-    });
+    let hanging = app.post_order_in_background(ADA, "family-box");
     let sim = &app.upstreams.sim().sim;
-    for _ in 0..100 {
-        if sim.stats().products.total > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(1), async || sim.stats().products.total, |&n| n > 0).await;
     hanging
 }
 

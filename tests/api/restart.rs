@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp, Upstreams};
-use crate::outbox::{BROKER, TestConsumer, message_id};
-use crate::proxy::CutProxy;
+use crate::kit::{BROKER, Backend, CutProxy, TestApp, TestConsumer, Upstreams, amqp_url, eventually, message_id};
 
 const CLIENTS: usize = 6;
 /// Each client places orders for this long; the outage falls in the middle.
@@ -128,14 +126,8 @@ async fn check_nothing_lost(app: &TestApp, consumer: &mut TestConsumer, tally: &
     assert_eq!(delivered.len(), tally.acked.len(), "{fault}: every acknowledged order's event was published");
     // A batch the broker confirmed while the database was away is marked (after publishing it
     // again: at-least-once) once its claim lease runs out.
-    let mut pending = -1;
-    for _ in 0..100 {
-        pending = app.db.scalar_i64("SELECT count(*) FROM outbox WHERE published_at IS NULL").await;
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let unpublished = || app.db.scalar_i64("SELECT count(*) FROM outbox WHERE published_at IS NULL");
+    let pending = eventually(Duration::from_secs(20), unpublished, |&n| n == 0).await;
     assert_eq!(pending, 0, "{fault}: the outbox drained");
     println!(
         "{fault}: orders {}, requests sent {} (with retries), 201s {}, orders in the database {stored}, \
@@ -150,10 +142,8 @@ async fn check_nothing_lost(app: &TestApp, consumer: &mut TestConsumer, tally: &
 }
 
 async fn app_behind(database_port: Option<u16>, amqp_url: &str) -> TestApp {
-    let upstreams = Upstreams::mock().await;
-    upstreams.mount_healthy().await;
     let mut builder = TestApp::builder(Backend::Postgres)
-        .upstreams(upstreams)
+        .upstreams(Upstreams::healthy().await)
         .env("AMQP_URL", amqp_url)
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "300")
         .env("OUTBOX_POLL_INTERVAL_MS", "100")
@@ -180,7 +170,7 @@ async fn a_database_restart_under_load_loses_and_doubles_nothing() {
 async fn a_broker_restart_under_load_fails_no_order_and_loses_no_event() {
     let proxy = CutProxy::start("127.0.0.1:5672").await;
     let mut consumer = TestConsumer::bind().await;
-    let app = app_behind(None, &format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)).await;
+    let app = app_behind(None, &amqp_url(proxy.port)).await;
     let tally = outage_during(&proxy, &app).await;
     // The broker is off the order path: orders were placed while it was away, and no order
     // failed because of it. A busy machine may still make one wait too long for a pooled

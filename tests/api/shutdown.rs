@@ -2,35 +2,20 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp};
-
-const ADA: &str = "7c11e1ce2741";
+use crate::kit::{ADA, Backend, TestApp, eventually};
 
 #[tokio::test]
 async fn requests_accepted_before_shutdown_all_complete() {
     let mut app = TestApp::builder(Backend::Postgres).spawn().await;
-    let in_flight: Vec<_> = (0..8)
-        .map(|_| {
-            let (http, url) = (app.http.clone(), app.url("/v1/orders"));
-            tokio::spawn(async move {
-                let body = serde_json::json!({"user_id": ADA, "product_code": "classic-box"});
-                http.post(url).json(&body).send().await.map(|r| r.status().as_u16())
-            })
-        })
-        .collect();
+    let in_flight: Vec<_> = (0..8).map(|_| app.post_order_in_background(ADA, "classic-box")).collect();
     let sim = std::sync::Arc::clone(&app.upstreams.sim().sim);
-    for _ in 0..200 {
-        if sim.stats().users.total >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(5), async || sim.stats().users.total, |&n| n >= 8).await;
     assert_eq!(sim.stats().users.total, 8, "all eight orders are being served");
 
     app.begin_shutdown();
     let mut statuses = Vec::new();
     for request in in_flight {
-        statuses.push(request.await.expect("task").expect("accepted requests get an answer"));
+        statuses.push(request.await.expect("task").expect("accepted requests get an answer").status().as_u16());
     }
     assert_eq!(statuses, vec![201; 8]);
     app.stopped().await.expect("clean exit");
@@ -44,15 +29,11 @@ async fn readiness_turns_false_at_once_while_requests_are_still_served() {
     let mut app = TestApp::builder(Backend::Sqlite).env("SHUTDOWN_DELAY_MS", "1500").spawn().await;
     assert_eq!(app.get("/health/ready").await.status(), 200);
     app.begin_shutdown();
-    let mut body = serde_json::Value::Null;
-    for _ in 0..100 {
+    let unready = async || {
         let ready = app.get("/health/ready").await;
-        if ready.status() == 503 {
-            body = ready.json().await.expect("json");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        if ready.status() == 503 { ready.json().await.expect("json") } else { serde_json::Value::Null }
+    };
+    let body = eventually(Duration::from_secs(1), unready, |body| !body.is_null()).await;
     assert_eq!(body["status"], "draining");
     assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201, "still serving during the delay");
     app.stopped().await.expect("clean exit");

@@ -2,9 +2,8 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, problem};
+use crate::kit::{ADA, Backend, TestApp, problem};
 
-const ADA: &str = "7c11e1ce2741";
 const ALAN: &str = "e6f24d7d1c7e";
 
 /// A 1.5 s deadline cuts the 60 s family-box sooner than the default 2 s, and still leaves

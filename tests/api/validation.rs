@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, Upstreams, problem};
+use crate::kit::{Backend, TestApp, Upstreams, problem};
 
 async fn app() -> TestApp {
     TestApp::builder(Backend::Sqlite).upstreams(Upstreams::mock().await).spawn().await
@@ -127,8 +127,7 @@ async fn every_response_carries_a_request_id_and_keeps_the_callers() {
 
 #[tokio::test]
 async fn the_request_id_and_traceparent_travel_to_both_upstreams() {
-    let app = app().await;
-    app.upstreams.mount_healthy().await;
+    let app = TestApp::builder(Backend::Sqlite).upstreams(Upstreams::healthy().await).spawn().await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let response = app
         .http

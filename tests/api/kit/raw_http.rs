@@ -1,12 +1,14 @@
-//! A bare HTTP/1.1 client over one keep-alive TCP connection: sends exactly the bytes a test
-//! writes (invented methods, invalid UTF-8, odd framing), which reqwest would refuse or tidy.
+//! Bytes on a socket, for what reqwest would refuse or tidy: a bare HTTP/1.1 client over one
+//! keep-alive connection (invented methods, invalid UTF-8, odd framing), and the half-sent
+//! requests of slow or broken clients.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 
-use crate::helpers::TestApp;
+use super::TestApp;
 
 /// One response: status, head (status line and headers, lower-cased names kept as sent), body.
 pub struct RawResponse {
@@ -67,4 +69,36 @@ impl RawConnection {
         self.stream.read_exact(&mut response.body).await.expect("body");
         response
     }
+}
+
+/// A request head that is never finished (no blank line ends it).
+pub async fn unfinished_head(addr: impl ToSocketAddrs) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nX-Slow: a").await.expect("partial head");
+    stream
+}
+
+/// A `POST /v1/orders` whose head promises 60 bytes of body, of which only `sent` arrive.
+pub async fn unfinished_body(addr: SocketAddr, sent: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(sent).await.expect("part of the body");
+    stream
+}
+
+/// Reads until the server closes the connection (EOF or reset) and returns what it sent, or
+/// `None` if it was still open after `bound` (a bound, so a broken server fails instead of hanging).
+pub async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(bound, read).await.ok().map(|()| received)
 }

@@ -161,7 +161,10 @@ class HAProxy(Process):
         return b"".join(chunks).decode()
 
     def servers_stat(self):
-        """{server: {"status": "UP"|"DOWN"|…, "scur": sessions now, "stot": sessions so far}}."""
+        """{server: {"status": "UP"|"DOWN"|…, "scur": sessions now, "stot": sessions so far,
+        "eresp": response errors (the server closed or reset before answering), "srv_abrt":
+        transfers the server aborted, "econ": failed connections, "wretr": retries,
+        "wredis": redispatches}} (HAProxy's `show stat` counters)."""
         text = self.command("show stat")
         rows = [line for line in text.splitlines() if line]
         header = rows[0].lstrip("# ").split(",")
@@ -169,8 +172,8 @@ class HAProxy(Process):
         for line in rows[1:]:
             row = dict(zip(header, line.split(",")))
             if row.get("pxname") == "replicas" and row.get("svname") not in ("FRONTEND", "BACKEND"):
-                out[row["svname"]] = {"status": row["status"], "scur": int(row["scur"] or 0),
-                                      "stot": int(row["stot"] or 0)}
+                out[row["svname"]] = {"status": row["status"], **{
+                    k: int(row.get(k) or 0) for k in ("scur", "stot", "eresp", "srv_abrt", "econ", "wretr", "wredis")}}
         return out
 
     def wait_status(self, server, status, seconds):

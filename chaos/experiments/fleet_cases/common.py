@@ -23,7 +23,7 @@ class Size:
     lag_seconds: float
 
 
-CI = Size(warmup=2, after=3, rate=30, keys=10, lag_rate=200, lag_seconds=3)
+CI = Size(warmup=2, after=3, rate=30, keys=10, lag_rate=50, lag_seconds=3)  # debug build: 200/s is the full form's
 FULL = Size(warmup=5, after=8, rate=60, keys=50, lag_rate=200, lag_seconds=10)
 
 

@@ -75,10 +75,20 @@ class Load:
                     self._in_flight += 1
                 pool.submit(self._one, label, user, product)
 
+    # A keep-alive connection idle longer than this is replaced, not reused: a balancer closes idle
+    # client connections (HAProxy after 10 s here), and a POST on one it just closed fails without
+    # having reached anyone — the load generator's artefact, not the service's failure.
+    IDLE_REUSE_S = 5.0
+
     def _conn(self):
         c = getattr(self._local, "conn", None)
+        now = time.monotonic()
+        if c is not None and now - getattr(self._local, "used", now) > self.IDLE_REUSE_S:
+            c.close()
+            c = None
         if c is None:
             c = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self._local.used = now
         return c
 
     def _one(self, label, user, product):

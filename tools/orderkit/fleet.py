@@ -97,13 +97,6 @@ class Fleet:
         r.proc.send_signal(signal.SIGKILL)
         r.proc.wait()
 
-    def terminate(self, name, grace=30):
-        """SIGTERM and wait for the replica to exit (it drains: unready, delay, drain)."""
-        r = self.replicas[name]
-        r.proc.terminate()
-        r.proc.wait(grace)
-        return r.proc.returncode
-
     def restart(self, name, seconds=60):
         """Starts a stopped replica again on its own address, appending to its log."""
         return self.replicas[name].start(seconds)

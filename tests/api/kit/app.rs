@@ -132,11 +132,15 @@ impl TestAppBuilder {
             None => Upstreams::simulator().await,
         };
         let (users_url, products_url) = upstreams.urls();
+        let pgbouncer = match (self.backend, self.database_port) {
+            (Backend::Postgres, None) => pgbouncer_port(),
+            _ => None,
+        };
         let mut env = HashMap::from([
             ("HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             (
                 "DATABASE_URL".to_owned(),
-                match self.database_port {
+                match self.database_port.or(pgbouncer) {
                     Some(port) => db.url.replace("127.0.0.1:5432", &format!("127.0.0.1:{port}")),
                     None => db.url.clone(),
                 },
@@ -145,6 +149,11 @@ impl TestAppBuilder {
             ("USER_SERVICE_URL".to_owned(), users_url),
             ("PRODUCT_SERVICE_URL".to_owned(), products_url),
         ]);
+        if pgbouncer.is_some() {
+            // What the service needs behind PgBouncer 1.18 in transaction pooling (docs/fleet.md).
+            env.insert("DATABASE_STATEMENT_CACHE_CAPACITY".to_owned(), "0".to_owned());
+            env.insert("DATABASE_SESSION_URL".to_owned(), db.url.clone());
+        }
         env.extend(self.env);
         let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
         let app = Application::build(config).await.expect("application starts");
@@ -163,6 +172,13 @@ impl TestAppBuilder {
             served: Some(served),
         }
     }
+}
+
+/// `TEST_PGBOUNCER_PORT`: PostgreSQL apps reach their database through PgBouncer in transaction
+/// pooling on this loopback port (its `*` database entry maps every name to 127.0.0.1:5432), while
+/// the test reads the database directly. `scripts/test-through-pgbouncer` runs the order tests so.
+fn pgbouncer_port() -> Option<u16> {
+    std::env::var("TEST_PGBOUNCER_PORT").ok().and_then(|port| port.parse().ok())
 }
 
 impl Drop for TestApp {

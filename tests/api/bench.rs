@@ -70,8 +70,10 @@ async fn bench_relay_throughput_and_lag() {
     let stores = db.stores(8).await;
     let inner = stores.orders;
     let wake = Arc::new(Notify::new());
-    let orders: Arc<dyn OrderStore> = Arc::new(NotifyingStore::new(Arc::clone(&inner), Arc::clone(&wake)));
-    let handle = broker_relay(stores.outbox, settings).spawn(wake);
+    let relay = broker_relay(Arc::clone(&stores.outbox), settings);
+    let local = Some((Arc::clone(&wake), relay.status()));
+    let orders: Arc<dyn OrderStore> = Arc::new(NotifyingStore::new(Arc::clone(&inner), stores.outbox, local));
+    let handle = relay.spawn(wake);
     let mut consumer = TestConsumer::bind().await;
     let (rate, seconds) = (500u64, 4u64);
     // Received concurrently, stamped on arrival: commit → confirm ≈ commit → delivery.

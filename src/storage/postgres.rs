@@ -99,6 +99,7 @@ impl Dialect for Postgres {
             ),
             None => (None, None, None, None),
         };
+        let mut conn = store.conn().await?;
         let inserted: i64 = sqlx::query_scalar(
             "WITH k AS ( \
                UPDATE idempotency_keys SET order_id = $1, response_status = $9, response_body = $10 \
@@ -127,8 +128,9 @@ impl Dialect for Postgres {
         .bind(key_text)
         .bind(token)
         .persistent(store.persistent)
-        .fetch_one(&store.pool)
+        .fetch_one(conn.get())
         .await?;
+        conn.done().await?;
         if inserted == 0 {
             return Err(StoreError::KeyLeaseLost); // nothing was written
         }
@@ -159,12 +161,13 @@ impl Dialect for Postgres {
     /// without, 200–300 with `pg_notify` in it). A lost wake-up costs a poll at most, so this
     /// one commits without waiting for the flush.
     async fn announce(store: &PgStore) -> Result<(), StoreError> {
+        let mut conn = store.conn().await?;
         sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
             .bind(OUTBOX_CHANNEL)
             .persistent(store.persistent)
-            .execute(&store.pool)
+            .execute(conn.get())
             .await?;
-        Ok(())
+        Ok(conn.done().await?)
     }
 
     fn rows_affected(result: &PgQueryResult) -> u64 {

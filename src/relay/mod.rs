@@ -127,8 +127,8 @@ impl Relay {
         }
     }
 
-    /// Claims and sends batch after batch, settling each one after the next is sent, until a
-    /// claim comes back empty (or [`MAX_BATCHES_PER_PASS`]). Returns what was settled, whether
+    /// Claims and sends batch after batch, settling each one while the next is claimed and sent,
+    /// until a claim comes back empty (or [`MAX_BATCHES_PER_PASS`]). Returns what was settled, whether
     /// the pass ended on an empty claim, and why the broker was lost if it was.
     async fn pass(&mut self) -> (Result<RelayOutcome, StoreError>, bool, Option<String>) {
         let Some(publisher) = self.publisher.as_deref() else {
@@ -139,18 +139,34 @@ impl Relay {
         let (mut lost, mut empty) = (None, false);
         let mut previous: Option<batch::Sent> = None;
         for _ in 0..MAX_BATCHES_PER_PASS {
-            let claim = match self.outbox.claim(now(), limit).await {
-                Ok(claim) => claim,
+            // The next batch is claimed and sent while the one before is confirmed and committed.
+            let outbox = &self.outbox;
+            let next = async {
+                let claim = outbox.claim(now(), limit).await?;
+                Ok::<_, StoreError>(if claim.rows().is_empty() {
+                    None
+                } else {
+                    Some(batch::send(publisher, claim).await)
+                })
+            };
+            let done = async {
+                match previous.take() {
+                    Some(sent) => Some(batch::settle(sent, backoff, BROKER_TIMEOUT).await),
+                    None => None,
+                }
+            };
+            let (next, done) = tokio::join!(next, done);
+            if let Some(done) = done {
+                settled(&mut total, &mut lost, done);
+            }
+            let sent = match next {
+                Ok(sent) => sent,
                 Err(error) => {
                     total = Err(error);
                     break;
                 }
             };
-            empty = claim.rows().is_empty();
-            let sent = if empty { None } else { Some(batch::send(publisher, claim).await) };
-            if let Some(done) = previous.take() {
-                settled(&mut total, &mut lost, batch::settle(done, backoff, BROKER_TIMEOUT).await);
-            }
+            empty = sent.is_none();
             let broke = sent.as_ref().is_some_and(|sent| sent.lost.is_some());
             previous = sent;
             if empty || broke || lost.is_some() || total.is_err() {

@@ -28,11 +28,22 @@ pub struct TestAppBuilder {
     env: HashMap<String, String>,
     upstreams: Option<Upstreams>,
     database_port: Option<u16>,
+    /// `DATABASE_SESSION_URL` straight to PostgreSQL when `database_port` goes elsewhere.
+    session_direct: bool,
+    /// Another app's database (a second replica), instead of a new one.
+    database: Option<TestDb>,
 }
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder { backend, env: HashMap::new(), upstreams: None, database_port: None }
+        TestAppBuilder {
+            backend,
+            env: HashMap::new(),
+            upstreams: None,
+            database_port: None,
+            session_direct: false,
+            database: None,
+        }
     }
 
     /// The app over wiremock upstreams that know Ada and the Classic Box and answer at once,
@@ -119,6 +130,19 @@ impl TestAppBuilder {
         self
     }
 
+    /// `DATABASE_SESSION_URL` goes straight to PostgreSQL (what a pooler in transaction mode needs).
+    pub fn session_direct(mut self) -> Self {
+        self.session_direct = true;
+        self
+    }
+
+    /// A second replica: the app runs on `db` (another app's database) instead of a new one.
+    pub fn same_database_as(mut self, db: &TestDb) -> Self {
+        self.backend = db.backend;
+        self.database = Some(db.shared());
+        self
+    }
+
     pub fn upstreams(mut self, upstreams: Upstreams) -> Self {
         self.upstreams = Some(upstreams);
         self
@@ -126,7 +150,10 @@ impl TestAppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         order_service::telemetry::init_logging();
-        let db = TestDb::new(self.backend).await;
+        let db = match self.database {
+            Some(db) => db,
+            None => TestDb::new(self.backend).await,
+        };
         let upstreams = match self.upstreams {
             Some(upstreams) => upstreams,
             None => Upstreams::simulator().await,
@@ -146,6 +173,7 @@ impl TestAppBuilder {
                 },
             ),
             ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
+            ("DATABASE_SESSION_URL".to_owned(), if self.session_direct { db.url.clone() } else { String::new() }),
             ("USER_SERVICE_URL".to_owned(), users_url),
             ("PRODUCT_SERVICE_URL".to_owned(), products_url),
         ]);

@@ -6,6 +6,7 @@
 //! - `binary`: the real `order-service` process, for signals, kills and its logs;
 //! - `broker`: a queue of the test's own on the real RabbitMQ, and a relay of the test's own;
 //! - `proxy`: a TCP proxy that cuts PostgreSQL or RabbitMQ for one test only;
+//! - `pgbouncer`: a PgBouncer of the test's own in transaction pooling mode;
 //! - `raw_http`: bytes on a socket, for what reqwest would refuse or tidy;
 //! - `metrics`: `/metrics` text read as a dashboard reads it;
 //! - `wait`: polling for what happens asynchronously, bounded, without timing assertions.
@@ -17,6 +18,7 @@ mod binary;
 mod broker;
 mod db;
 mod metrics;
+mod pgbouncer;
 mod proxy;
 mod raw_http;
 mod upstreams;
@@ -27,6 +29,7 @@ pub use binary::{Output, TestBinary};
 pub use broker::{BROKER, TestConsumer, amqp_url, broker_relay, message_id, new_relay};
 pub use db::{Backend, TestDb, sample_order};
 pub use metrics::{label_values, sample, series};
+pub use pgbouncer::PgBouncer;
 pub use proxy::CutProxy;
 pub use raw_http::{RawConnection, RawResponse, read_until_closed, unfinished_body, unfinished_head};
 pub use upstreams::{ADA, Upstreams, requests_to};

@@ -18,6 +18,7 @@ use crate::kit::{BROKER, Backend, TestConsumer, TestDb, broker_relay, sample_ord
 
 const EVENTS: usize = 3000;
 const BATCH: usize = 100;
+const ROUNDS: usize = 3;
 
 /// Events/s of a bare loop: one channel, confirms on, batches of `BATCH` sent then confirmed.
 async fn raw_rate() -> f64 {
@@ -51,12 +52,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[ignore = "benchmark: figures for the closing note"]
 async fn bench_relay_throughput_and_lag() {
     order_service::telemetry::init_logging();
-    let raw = raw_rate().await;
-    let relay_rate = relay_rate().await;
-    println!(
-        "raw confirmed publish: {raw:.0} events/s; relay: {relay_rate:.0} events/s; ratio {:.2}",
-        relay_rate / raw
-    );
+    // Alternating rounds, so the shared machine's swings hit both alike; the median ratio counts.
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let raw = raw_rate().await;
+        let relay = relay_rate().await;
+        println!("round {round}: raw confirmed publish {raw:.0} events/s; relay {relay:.0} events/s; ratio {:.2}", relay / raw);
+        ratios.push(relay / raw);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("relay / raw confirmed publish, median of {ROUNDS} rounds: {:.2}", ratios[ROUNDS / 2]);
     let settings = RelaySettings { batch_size: BATCH as u32, ..RelaySettings::default() };
 
     // One replica: the order's own relay, woken in-process.
@@ -88,25 +93,36 @@ async fn bench_relay_throughput_and_lag() {
     listener.abort();
 }
 
-/// Events/s of relay passes draining a backlog of `EVENTS` rows, after a warm-up batch.
+/// Events/s of relay passes draining a backlog of `EVENTS` rows (made in one statement, shaped
+/// as `insert_order` writes them), after a warm-up batch.
 async fn relay_rate() -> f64 {
     let db = TestDb::new(Backend::Postgres).await;
     let stores = db.stores(8).await;
     let settings = RelaySettings { batch_size: BATCH as u32, ..RelaySettings::default() };
     let mut relay = broker_relay(Arc::clone(&stores.outbox), settings);
-    for _ in 0..BATCH {
-        stores.orders.insert_order(&sample_order(), None).await.expect("insert");
-    }
+    db.execute(&backlog(BATCH)).await;
     relay.relay_once().await.expect("warm-up pass");
-    for _ in 0..EVENTS {
-        stores.orders.insert_order(&sample_order(), None).await.expect("insert");
-    }
+    db.execute(&backlog(EVENTS)).await;
     let started = Instant::now();
     let mut published = 0;
     while published < EVENTS {
         published += relay.relay_once().await.expect("pass").published;
     }
     EVENTS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `n` orders with their outbox rows, as `insert_order` writes them (bench/order_tx.sql's shape).
+fn backlog(n: usize) -> String {
+    format!(
+        "WITH o AS (INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
+           total_amount_cents, created_at) \
+           SELECT gen_random_uuid(), '7c11e1ce2741', 'classic-box', 'Ada Lovelace', 'Classic Box', 999, now() \
+           FROM generate_series(1, {n}) RETURNING id, created_at) \
+         INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at) \
+         SELECT id, 'order.created', jsonb_build_object('order', jsonb_build_object('order_id', id, \
+           'customer_fullname', 'Ada Lovelace', 'product_name', 'Classic Box', 'total_amount', 9.99, \
+           'created_at', created_at)), created_at, created_at FROM o"
+    )
 }
 
 /// Places `rate` orders/s for `seconds` through `orders` and prints order creation → commit and

@@ -22,5 +22,6 @@ mod resilience;
 mod restart;
 mod secrets;
 mod shutdown;
+mod traces;
 mod use_cases;
 mod validation;

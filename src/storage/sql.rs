@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::database::HasStatementCache;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::keys::KeyRow;
@@ -43,6 +44,8 @@ pub(super) struct Queries {
 pub(super) trait Dialect: Database + HasStatementCache {
     /// `postgres` or `sqlite`, for `/health/ready`.
     const BACKEND: &'static str;
+    /// `db.system.name` of the semantic conventions.
+    const SYSTEM: &'static str;
     const SQL: Queries;
     /// The order, its outbox row and the key's completion: all or nothing.
     async fn insert_order(store: &SqlStore<Self>, order: &Order, key: Option<&KeyCompletion>)
@@ -132,8 +135,22 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
+    /// The order's transaction, as a client span of the database semantic conventions.
     async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
-        DB::insert_order(self, order, key).await
+        let span = tracing::info_span!(
+            "insert_order",
+            otel.name = "INSERT orders",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = DB::SYSTEM,
+            db.operation.name = "INSERT",
+            db.collection.name = "orders",
+        );
+        let result = DB::insert_order(self, order, key).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
     }
 
     async fn claim_key(&self, lease: &KeyLease, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim, StoreError> {

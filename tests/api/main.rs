@@ -24,5 +24,6 @@ mod resilience;
 mod restart;
 mod secrets;
 mod shutdown;
+mod traces;
 mod use_cases;
 mod validation;

@@ -57,7 +57,10 @@ async fn bench_relay_throughput_and_lag() {
     for round in 1..=ROUNDS {
         let raw = raw_rate().await;
         let relay = relay_rate().await;
-        println!("round {round}: raw confirmed publish {raw:.0} events/s; relay {relay:.0} events/s; ratio {:.2}", relay / raw);
+        println!(
+            "round {round}: raw confirmed publish {raw:.0} events/s; relay {relay:.0} events/s; ratio {:.2}",
+            relay / raw
+        );
         ratios.push(relay / raw);
     }
     ratios.sort_by(f64::total_cmp);

@@ -25,5 +25,6 @@ mod restart;
 mod secrets;
 mod shutdown;
 mod traces;
+mod traces_outbox;
 mod use_cases;
 mod validation;

@@ -18,6 +18,7 @@ mod migrations;
 mod orders;
 mod outage;
 mod outbox;
+mod overload;
 mod resilience;
 mod restart;
 mod secrets;

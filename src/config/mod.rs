@@ -8,10 +8,12 @@
 //! - [`http`] — `HTTP_*`, `METRICS_ADDR`, `SHUTDOWN_*`.
 //! - [`store`] — `DATABASE_*`, `AMQP_URL`, `OUTBOX_*`.
 //! - [`upstream`] — `USER_*`, `PRODUCT_*`: one entry per upstream.
+//! - [`telemetry`] — `OTEL_*`: trace export (the specification's variables).
 
 mod env;
 mod http;
 mod store;
+mod telemetry;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ pub use env::ConfigError;
 use env::Env;
 pub use http::{HttpConfig, LimitAlgorithm, LimitConfig, ShutdownConfig};
 pub use store::{Backend, BrokerConfig, DatabaseConfig, RelaySettings};
+pub use telemetry::{Sampler, TracingConfig};
 pub use upstream::{BreakerConfig, KeyedConfig, StackConfig, UpstreamConfig, UpstreamsConfig};
 
 /// Everything the service needs to start; see the README for each variable.
@@ -32,6 +35,7 @@ pub struct Config {
     pub orders: OrderConfig,
     pub upstreams: UpstreamsConfig,
     pub shutdown: ShutdownConfig,
+    pub tracing: TracingConfig,
 }
 
 /// How an order is placed: its budget and its idempotency keys.
@@ -100,6 +104,7 @@ impl Config {
             orders: OrderConfig { deadline, idempotency },
             upstreams: UpstreamsConfig::read(env)?,
             shutdown: ShutdownConfig::read(env)?,
+            tracing: TracingConfig::read(env)?,
         })
     }
 }

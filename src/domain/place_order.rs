@@ -53,6 +53,11 @@ impl OrderService {
     /// an open breaker refuses, fails the order before either fetch starts. Then order and
     /// outbox row commit in one transaction, together with the idempotency key's completion
     /// that `complete` makes from the new order.
+    #[tracing::instrument(
+        name = "place_order",
+        skip_all,
+        fields(otel.name = "place order", user_id = user_id.as_str(), product_code = product_code.as_str(), order_id)
+    )]
     pub async fn place_order(
         &self,
         user_id: &UserId,
@@ -90,6 +95,7 @@ impl OrderService {
             .await
             .map_err(|_| PlaceOrderError::DeadlineExceeded)??;
         let order = Order::new(user_id, product_code, &user, &product);
+        tracing::Span::current().record("order_id", tracing::field::display(order.id));
         let completion = complete.map(|complete| complete(&order));
         self.store.insert_order(&order, completion.as_ref()).await?;
         Ok(order)

@@ -12,6 +12,7 @@ pub mod not_found;
 pub mod observe;
 pub mod product;
 pub mod retry;
+pub mod span;
 pub mod stack;
 pub mod transport;
 pub mod user;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use breaker::BreakerHandle;
@@ -96,17 +98,16 @@ impl<T: Send + 'static> Lookup<T> for UpstreamClient<T> {
     /// (a cancelled HTTP/1 request costs its upstream connection).
     fn refusal(&self, key: &str) -> Option<UpstreamError> {
         let refused = self.breakers.refusal(key)?;
-        crate::telemetry::metrics::upstream_attempt(
-            self.breakers.upstream().as_str(),
-            refused.outcome(),
-            Duration::ZERO,
-        );
+        let upstream = self.breakers.upstream().as_str();
+        crate::telemetry::metrics::upstream_attempt(upstream, refused.outcome(), Duration::ZERO);
+        span::lookup(upstream, key).in_scope(|| span::refused(upstream, &refused));
         Some(refused)
     }
 
     async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {
         let request = UpstreamRequest { key: key.to_owned(), deadline, attempt: 1 };
-        let answer = self.service.clone().oneshot(request).await;
+        let lookup = span::lookup(self.breakers.upstream().as_str(), key);
+        let answer = self.service.clone().oneshot(request).instrument(lookup).await;
         if let Ok(None) = answer {
             self.not_found.remember(key, Instant::now());
         }

@@ -23,5 +23,6 @@ mod resilience;
 mod restart;
 mod secrets;
 mod shutdown;
+mod traces;
 mod use_cases;
 mod validation;

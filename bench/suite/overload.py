@@ -95,6 +95,11 @@ def goodput(r):
     return r["statuses"].get(201, 0) / r["seconds"]
 
 
+def ratio(a, b):
+    """a / b, and 0 when the baseline is 0 (a --quick run on a busy debug build may place none)."""
+    return a / b if b else 0.0
+
+
 def measured(bin_dir, pid, **load):
     cpu = Cpu(pid).start()
     r = loadgen(bin_dir, **load)
@@ -152,26 +157,26 @@ def overload(stack, d, bin_dir):
             judged = k == 8 and not honour
             rows.append(row(f"overload: goodput at {k}× ({k * SATURATING} connections that {who})",
                             f"{goodput(r):.0f} orders/s", f"{cap:.0f} orders/s (capacity, same run)",
-                            goodput(r) / cap, "≥ 0.8 × capacity" if judged else f"(informative) {split(r['cpu'])}",
-                            goodput(r) >= 0.8 * cap if judged else None, flood=r))
+                            ratio(goodput(r), cap), "≥ 0.8 × capacity" if judged else f"(informative) {split(r['cpu'])}",
+                            cap > 0 and goodput(r) >= 0.8 * cap if judged else None, flood=r))
     eight = floods[(False, 8)]
     rows.append(row("overload: p99 of admitted orders at 8× (re-send at once)",
                     f"{eight['ok_p99_us'] / 1000:.1f} ms", f"{unloaded['ok_p99_us'] / 1000:.1f} ms (unloaded p99, "
-                    "1 connection)", eight["ok_p99_us"] / unloaded["ok_p99_us"], "≤ 3 × baseline",
-                    eight["ok_p99_us"] <= 3 * unloaded["ok_p99_us"], unloaded=unloaded))
+                    "1 connection)", ratio(eight["ok_p99_us"], unloaded["ok_p99_us"]), "≤ 3 × baseline",
+                    0 < eight["ok_p99_us"] <= 3 * unloaded["ok_p99_us"], unloaded=unloaded))
     rows.append(row("overload: CPU split at 8× (re-send at once)", split(eight["cpu"]),
                     f"{split(capacity['cpu'])} (at capacity)", eight["cpu"]["service_cores"]
                     / max(capacity["cpu"]["service_cores"], 1e-9), "(informative)", None))
     cross = wrk.run(url, d.short, 8 * SATURATING, threads=2, method="POST", body=classic, timeout_s=10)
     cross_rate = cross["statuses"].get(201, 0) / (cross["duration_us"] / 1e6)
     rows.append(row("overload: goodput at 8× with wrk (cross-check)", f"{cross_rate:.0f} orders/s",
-                    f"{cap:.0f} orders/s (capacity, same run)", cross_rate / cap, "(informative)", None, wrk=cross))
+                    f"{cap:.0f} orders/s (capacity, same run)", ratio(cross_rate, cap), "(informative)", None, wrk=cross))
 
-    rate = round(2 * cap)
+    rate = max(round(2 * cap), 100)
     opened = run(seconds=d.short, rate=rate)
     rows.append(row(f"overload: open loop at {rate}/s (2 × capacity)", f"{goodput(opened):.0f} orders/s, p99 "
                     f"{opened['ok_p99_us'] / 1000:.1f} ms from arrival", f"{cap:.0f} orders/s (capacity, same run)",
-                    goodput(opened) / cap, "(informative)", None, open_loop=opened))
+                    ratio(goodput(opened), cap), "(informative)", None, open_loop=opened))
 
     rows.append(reads_during_flood(stack, d, bin_dir, url, classic))
     rows.append(recovery(stack, d, bin_dir, url, classic))
@@ -238,5 +243,5 @@ def shed_cost(stack, d, bin_dir):
     all_shed = shed["statuses"].get(503, 0) == shed["requests"] and shed["requests"] > 0
     del holder  # it ends when the stack stops
     return [row("overload: shed order, service CPU per request (user + kernel)", f"{shed_us:.1f} µs",
-                f"{live_us:.1f} µs (GET /health/live)", shed_us / live_us, "≤ 1.5 × baseline",
+                f"{live_us:.1f} µs (GET /health/live)", ratio(shed_us, live_us), "≤ 1.5 × baseline",
                 shed_us <= 1.5 * live_us and all_shed, shed=shed, live=live)]

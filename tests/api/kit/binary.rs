@@ -34,7 +34,16 @@ pub struct Output {
 
 impl TestBinary {
     pub async fn new(backend: Backend) -> Self {
-        let (db, upstreams, port) = (TestDb::new(backend).await, Upstreams::simulator().await, free_port());
+        Self::over(TestDb::new(backend).await).await
+    }
+
+    /// Another replica: a binary of its own over `db` (which stays the owner's to drop).
+    pub async fn same_database_as(db: &TestDb) -> Self {
+        Self::over(db.shared()).await
+    }
+
+    async fn over(db: TestDb) -> Self {
+        let (upstreams, port) = (Upstreams::simulator().await, free_port());
         let (users, products) = upstreams.urls();
         let env = [
             ("HTTP_ADDR", format!("127.0.0.1:{port}")),

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use env::ConfigError;
 use env::Env;
-pub use http::{HttpConfig, ShutdownConfig};
+pub use http::{HttpConfig, LimitAlgorithm, LimitConfig, ShutdownConfig};
 pub use store::{Backend, BrokerConfig, DatabaseConfig, RelaySettings};
 pub use telemetry::{Sampler, TracingConfig};
 pub use upstream::{BreakerConfig, KeyedConfig, StackConfig, UpstreamConfig, UpstreamsConfig};

@@ -19,6 +19,7 @@ mod migrations;
 mod orders;
 mod outage;
 mod outbox;
+mod overload;
 mod pooler;
 mod resilience;
 mod restart;

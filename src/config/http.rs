@@ -63,7 +63,8 @@ impl HttpConfig {
             write_limit: LimitConfig {
                 algorithm: env.parse(
                     "HTTP_CONCURRENCY_ALGORITHM",
-                    "gradient2",
+                    // Opt-in until a same-run A/B shows it pays and recovers (docs/overload.md).
+                    "fixed",
                     "one of gradient2, vegas, aimd, fixed",
                 )?,
                 min: env.number("HTTP_MIN_IN_FLIGHT", 16, 1..=1_000_000)?.min(max_in_flight),

@@ -1,7 +1,11 @@
-//! `order-service`: load config → init telemetry → build → serve until SIGINT/SIGTERM.
+//! `order-service`: load config → init telemetry → build → serve until SIGINT/SIGTERM;
+//! SIGHUP reloads the resilience settings (as `POST /admin/reload` does).
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use order_service::ops::Reload;
 use order_service::{Application, Config, telemetry};
 
 #[tokio::main]
@@ -22,6 +26,8 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init_logging();
+    // Before anything slow: SIGHUP's default action would end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -30,6 +36,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match hangups {
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(hangups, app.reloader()));
+        }
+        Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be handled; reload through the admin API"),
+    }
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -51,6 +63,14 @@ fn print_config() -> ExitCode {
             eprintln!("order-service: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Each SIGHUP reloads the resilience settings; the reloader logs and counts the outcome.
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: Arc<dyn Reload>) {
+    while hangups.recv().await.is_some() {
+        let reloader = Arc::clone(&reloader);
+        let _ = tokio::task::spawn_blocking(move || reloader.reload("sighup")).await;
     }
 }
 

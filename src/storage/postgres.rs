@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres};
 
-use super::row::select_orders;
+use super::row::{degraded_column, select_orders};
 use super::sql::{Dialect, Queries, SqlStore};
 use crate::config::DatabaseConfig;
 use crate::domain::idempotency::KeyCompletion;
@@ -91,8 +91,8 @@ impl Dialect for Postgres {
                RETURNING 1), \
              o AS ( \
                INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
-                                   total_amount_cents, created_at) \
-               SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k) \
+                                   total_amount_cents, created_at, degraded) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $13 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k) \
                RETURNING id, created_at), \
              x AS ( \
                INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at) \
@@ -111,6 +111,7 @@ impl Dialect for Postgres {
         .bind(body)
         .bind(key_text)
         .bind(token)
+        .bind(degraded_column(order))
         .fetch_one(pool)
         .await?;
         if inserted == 0 {

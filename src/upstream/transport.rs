@@ -12,6 +12,9 @@ use tower::Service;
 use super::{Upstream, UpstreamError, UpstreamRequest};
 use crate::telemetry::context;
 
+/// The deadline header every attempt carries (docs/contracts.md).
+pub const EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
+
 /// Largest upstream body read; the real answers are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -81,7 +84,10 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
     }
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        let mut get = self.client.get(self.url_for(&request.key));
+        // Envoy's convention: how long this attempt will still be waited for, so the upstream
+        // can stop working on an answer nobody will read.
+        let expected = super::deadline::expected_timeout_ms(&request, tokio::time::Instant::now());
+        let mut get = self.client.get(self.url_for(&request.key)).header(EXPECTED_TIMEOUT, expected.to_string());
         let correlation = context::current();
         if let Some(id) = correlation.request_id {
             get = get.header("x-request-id", id);

@@ -90,6 +90,11 @@ impl Running {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
     }
 
+    /// What an operator sends to reload the settings.
+    pub fn sighup(&self) {
+        let _ = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status();
+    }
+
     /// kill -9, and reaped.
     pub fn kill(&mut self) {
         self.child.kill().expect("kill -9");

@@ -25,9 +25,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging();
     // Before anything slow: SIGHUP's default action would end the process.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // Metrics first: the span exporter registers its counters with the recorder.
+    telemetry::metrics::install();
+    let (tracer, traces) = telemetry::traces::start(&config.tracing).unzip();
+    telemetry::logging::init(tracer);
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -42,7 +45,11 @@ async fn main() -> ExitCode {
         }
         Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be handled; reload through the admin API"),
     }
-    match app.run_until_stopped(shutdown_signal()).await {
+    let served = app.run_until_stopped(shutdown_signal()).await;
+    if let Some(traces) = traces {
+        traces.shutdown(std::time::Duration::from_secs(2)).await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

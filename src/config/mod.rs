@@ -8,12 +8,14 @@
 //! - [`http`] — `HTTP_*`, `METRICS_ADDR`, `SHUTDOWN_*`.
 //! - [`store`] — `DATABASE_*`, `AMQP_URL`, `OUTBOX_*`.
 //! - [`upstream`] — `USER_*`, `PRODUCT_*`: one entry per upstream.
+//! - [`telemetry`] — `OTEL_*`: trace export (the specification's variables).
 //! - [`source`] — `ORDER_SERVICE_ENV_FILE` over the environment, read again on reload.
 
 mod env;
 mod http;
 mod source;
 mod store;
+mod telemetry;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,7 @@ use env::Env;
 pub use http::{HttpConfig, ShutdownConfig};
 pub use source::{ENV_FILE, Source, is_reloadable};
 pub use store::{Backend, BrokerConfig, DatabaseConfig, RelaySettings};
+pub use telemetry::{Sampler, TracingConfig};
 pub use upstream::{BreakerConfig, HedgeConfig, KeyedConfig, StackConfig, UpstreamConfig, UpstreamsConfig};
 
 /// Everything the service needs to start; see the README for each variable.
@@ -36,6 +39,7 @@ pub struct Config {
     pub orders: OrderConfig,
     pub upstreams: UpstreamsConfig,
     pub shutdown: ShutdownConfig,
+    pub tracing: TracingConfig,
     /// Where these settings were read from, to read them again on reload.
     pub source: Source,
     /// Every variable with the value in force (defaults included, passwords hidden): what
@@ -85,7 +89,11 @@ impl Config {
         let mut config = Self::read(&env)?;
         env.record(ENV_FILE, file.as_ref().map(|path| path.display().to_string()));
         let values = env.seen.into_inner();
-        let base = values.keys().filter_map(|name| Some((name.clone(), lookup(name)?))).collect();
+        // Also the variables read but not shown (e.g. OTEL_EXPORTER_OTLP_TRACES_PROTOCOL):
+        // without them a reload would read a different start-up environment.
+        let mut names = env.asked.into_inner();
+        names.extend(values.keys().cloned());
+        let base = names.into_iter().filter_map(|name| lookup(&name).map(|value| (name, value))).collect();
         config.source = Source { base, file };
         config.values = values;
         Ok(config)
@@ -127,6 +135,7 @@ impl Config {
             orders: OrderConfig { deadline, idempotency },
             upstreams: UpstreamsConfig::read(env)?,
             shutdown: ShutdownConfig::read(env)?,
+            tracing: TracingConfig::read(env)?,
             source: Source::default(),
             values: BTreeMap::new(),
         })

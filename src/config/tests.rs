@@ -163,3 +163,13 @@ fn a_bad_database_url_does_not_echo_its_password() {
     let err = load(&[("DATABASE_URL", "mysql://root:secret@h/db")]).expect_err("mysql");
     assert!(!err.to_string().contains("secret"), "{err}");
 }
+
+#[test]
+fn a_reload_reads_every_variable_the_start_read_even_those_not_shown() {
+    let config =
+        load(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"), ("PRODUCT_MAX_ATTEMPTS", "2")]).expect("valid");
+    let base = &config.source.base;
+    assert_eq!(base.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").map(String::as_str), Some("http/protobuf"));
+    assert_eq!(base.get("PRODUCT_MAX_ATTEMPTS").map(String::as_str), Some("2"));
+    assert_eq!(config.reread().expect("valid again"), config, "nothing changed, nothing differs");
+}

@@ -78,6 +78,11 @@ impl OrderService {
     /// good answer for that key when the adapter kept one young enough, and the order says so
     /// in `degraded`. A 404 is an answer, never replaced. Without a stale answer the order fails
     /// exactly as it would have.
+    #[tracing::instrument(
+        name = "place_order",
+        skip_all,
+        fields(otel.name = "place order", user_id = user_id.as_str(), product_code = product_code.as_str(), order_id)
+    )]
     pub async fn place_order(
         &self,
         user_id: &UserId,
@@ -118,6 +123,7 @@ impl OrderService {
             .map(|(u, _)| u)
             .collect();
         let order = Order::new(user_id, product_code, &user.value, &product.value).degraded_by(&degraded);
+        tracing::Span::current().record("order_id", tracing::field::display(order.id));
         let completion = complete.map(|complete| complete(&order));
         self.store.insert_order(&order, completion.as_ref()).await?;
         Ok(order)

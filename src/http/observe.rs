@@ -7,13 +7,14 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
 use super::error::ProblemCause;
 use crate::telemetry::context::{self, Correlation};
+use crate::telemetry::traces::{self, propagation};
 
 /// Every route pattern the routers serve, so a route label is a `&'static str` taken from here.
 /// A matched route missing from this list would show as `other` (the hostile_labels test
@@ -43,9 +44,38 @@ pub async fn observe(request: Request, next: Next) -> Response {
         request_id: request.headers().get("x-request-id").cloned(),
         traceparent: request.headers().get("traceparent").filter(|v| is_traceparent(v.as_bytes())).cloned(),
     };
-    let span = tracing::info_span!("request", %method, %route, %request_id);
-    let response = context::scope(correlation, next.run(request).instrument(span.clone())).await;
+    // The server span: the semantic conventions' names (`otel.*` are read by the exporter, not
+    // exported as attributes); `method`, `route` and `request_id` are what the log shows.
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        %route,
+        %request_id,
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        url.path = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if traces::enabled() {
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("url.path", request.uri().path());
+        propagation::continue_trace(&span, request.headers());
+    }
+    let mut response = context::scope(correlation, next.run(request).instrument(span.clone())).await;
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    // W3C Trace Context level 2 `traceresponse`: the client learns which trace its request was.
+    if let Some((traceparent, _)) = span.in_scope(propagation::current)
+        && let Ok(value) = HeaderValue::try_from(traceparent)
+    {
+        response.headers_mut().insert("traceresponse", value);
+    }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     crate::telemetry::metrics::http_request(method, route, status, started.elapsed());
     let _entered = span.enter();

@@ -35,6 +35,7 @@ impl PgStore {
 
 #[async_trait]
 impl Dialect for Postgres {
+    const SYSTEM: &'static str = "postgresql";
     const BACKEND: &'static str = "postgres";
     const SQL: Queries = Queries {
         lease_key: "INSERT INTO idempotency_keys (key, fingerprint, token, locked_until, expires_at, created_at) \

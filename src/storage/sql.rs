@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::keys::KeyRow;
@@ -43,6 +44,8 @@ pub(super) struct Queries {
 pub(super) trait Dialect: Database {
     /// `postgres` or `sqlite`, for `/health/ready`.
     const BACKEND: &'static str;
+    /// `db.system.name` of the semantic conventions.
+    const SYSTEM: &'static str;
     const SQL: Queries;
     /// The order, its outbox row and the key's completion: all or nothing.
     async fn insert_order(pool: &Pool<Self>, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError>;
@@ -86,8 +89,22 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
+    /// The order's transaction, as a client span of the database semantic conventions.
     async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
-        DB::insert_order(&self.pool, order, key).await
+        let span = tracing::info_span!(
+            "insert_order",
+            otel.name = "INSERT orders",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = DB::SYSTEM,
+            db.operation.name = "INSERT",
+            db.collection.name = "orders",
+        );
+        let result = DB::insert_order(&self.pool, order, key).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
     }
 
     async fn claim_key(&self, lease: &KeyLease, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim, StoreError> {

@@ -48,6 +48,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl Dialect for Sqlite {
+    const SYSTEM: &'static str = "sqlite";
     const BACKEND: &'static str = "sqlite";
     const SQL: Queries = Queries {
         lease_key: "INSERT INTO idempotency_keys (key, fingerprint, token, locked_until, expires_at, created_at) \

@@ -1,18 +1,34 @@
 //! Logging: JSON lines when stdout is not a terminal (containers, CI), readable text when it is.
-//! `RUST_LOG` sets levels (default `info`).
+//! `RUST_LOG` sets log levels (default `info`); it filters the log only, never which spans are
+//! traced. With tracing on, every line written inside a span carries `trace_id` and `span_id`.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry_sdk::trace::SdkTracer;
+use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
 
+use super::traces::correlate::Correlate;
+
+/// Logging only (tests start several apps in one process: the first initialisation stays).
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    init(None);
+}
+
+/// Logging, and when `tracer` is given, spans handed to OpenTelemetry.
+pub fn init(tracer: Option<SdkTracer>) {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
+    let traced = Targets::new().with_target("order_service", tracing::Level::INFO);
+    let otel = tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer).with_filter(traced));
+    let registry = tracing_subscriber::registry().with(otel);
     let result = if std::io::stdout().is_terminal() {
-        builder.try_init()
+        registry.with(fmt::layer().with_filter(filter())).with(Correlate).try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+        let json = fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false);
+        registry.with(json.with_filter(filter())).with(Correlate).try_init()
     };
-    // Already initialised (tests start several apps in one process): keep the first.
     drop(result);
 }

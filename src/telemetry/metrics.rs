@@ -29,6 +29,8 @@ pub const OUTBOX_PENDING: &str = "outbox_pending";
 pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";
 pub const OUTBOX_FAILURES: &str = "outbox_publish_failures_total";
 pub const OUTBOX_LAG: &str = "outbox_publish_lag_seconds";
+pub const SPANS_EXPORTED: &str = "otel_spans_exported_total";
+pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
 pub const OPEN_CONNECTIONS: &str = "http_server_open_connections";
 
 /// Seconds: sub-millisecond (open-circuit rejections) up past the 2 s deadline.
@@ -289,4 +291,25 @@ pub fn outbox_published(lag: Duration) {
 /// `n` publish attempts that did not end in an ack (refused, returned, or connection lost).
 pub fn outbox_failures(n: usize) {
     counter!(OUTBOX_FAILURES).increment(n as u64);
+}
+
+/// Trace export's counters, at zero once tracing starts (only then do they mean anything).
+pub fn spans_registered() {
+    describe_counter!(SPANS_EXPORTED, "Spans the OTLP collector accepted.");
+    describe_counter!(
+        SPANS_DROPPED,
+        "Spans not delivered, by reason: queue_full (the bounded queue was full), export_failed, export_timeout."
+    );
+    counter!(SPANS_EXPORTED).increment(0);
+    for reason in ["queue_full", "export_failed", "export_timeout"] {
+        counter!(SPANS_DROPPED, "reason" => reason).increment(0);
+    }
+}
+
+pub fn spans_exported(spans: usize) {
+    counter!(SPANS_EXPORTED).increment(spans as u64);
+}
+
+pub fn spans_dropped(reason: &'static str, spans: usize) {
+    counter!(SPANS_DROPPED, "reason" => reason).increment(spans as u64);
 }

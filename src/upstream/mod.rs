@@ -17,6 +17,7 @@ pub mod observe;
 pub mod product;
 pub mod remembered;
 pub mod retry;
+pub mod span;
 pub mod stack;
 pub mod stale;
 pub mod transport;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use breaker::BreakerHandle;
@@ -143,18 +145,17 @@ impl<T: Clone + Send + Sync + 'static> Lookup<T> for UpstreamClient<T> {
     /// (a cancelled HTTP/1 request costs its upstream connection).
     fn refusal(&self, key: &str) -> Option<UpstreamError> {
         let refused = self.shared.breakers.refusal(key)?;
-        crate::telemetry::metrics::upstream_attempt(
-            self.shared.breakers.upstream().as_str(),
-            refused.outcome(),
-            Duration::ZERO,
-        );
+        let upstream = self.shared.breakers.upstream().as_str();
+        crate::telemetry::metrics::upstream_attempt(upstream, refused.outcome(), Duration::ZERO);
+        span::lookup(upstream, key).in_scope(|| span::refused(upstream, &refused));
         Some(refused)
     }
 
     async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError> {
         let request =
             UpstreamRequest { key: key.to_owned(), deadline, attempt_deadline: deadline, attempt: 1, hedge: false };
-        let answer = self.service().oneshot(request).await;
+        let lookup = span::lookup(self.shared.breakers.upstream().as_str(), key);
+        let answer = self.service().oneshot(request).instrument(lookup).await;
         if let Ok(answer) = &answer {
             let now = Instant::now();
             self.shared.stale.answered(key, answer.as_ref(), now);

@@ -64,6 +64,9 @@ where
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
+            if let Err(error @ (UpstreamError::CircuitOpen { .. } | UpstreamError::BulkheadFull)) = &result {
+                super::span::refused(attempt.upstream, error);
+            }
             attempt.record(match &result {
                 Ok(Some(_)) => "success",
                 Ok(None) => "not_found",

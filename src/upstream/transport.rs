@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 use tower::Service;
+use tracing::Instrument;
 
-use super::{Upstream, UpstreamError, UpstreamRequest};
+use super::{Upstream, UpstreamError, UpstreamRequest, span};
 use crate::telemetry::context;
+use crate::telemetry::traces::propagation;
 
 /// The deadline header every attempt carries (docs/contracts.md).
 pub const EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
@@ -45,6 +47,8 @@ pub struct Transport<T> {
     client: reqwest::Client,
     base: Url,
     collection: &'static str,
+    /// The `upstream` of its trace spans.
+    upstream: &'static str,
     _decodes: PhantomData<fn() -> T>,
 }
 
@@ -54,6 +58,7 @@ impl<T> Clone for Transport<T> {
             client: self.client.clone(),
             base: self.base.clone(),
             collection: self.collection,
+            upstream: self.upstream,
             _decodes: PhantomData,
         }
     }
@@ -61,7 +66,13 @@ impl<T> Clone for Transport<T> {
 
 impl<T> Transport<T> {
     pub fn new(client: reqwest::Client, base: Url, upstream: Upstream) -> Self {
-        Self { client, base, collection: super::collection(upstream), _decodes: PhantomData }
+        Self {
+            client,
+            base,
+            collection: super::collection(upstream),
+            upstream: upstream.as_str(),
+            _decodes: PhantomData,
+        }
     }
 
     /// The key is pushed as one path segment, so it is percent-encoded whatever it holds.
@@ -87,32 +98,65 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
         // Envoy's convention: how long this attempt will still be waited for, so the upstream
         // can stop working on an answer nobody will read.
         let expected = super::deadline::expected_timeout_ms(&request, tokio::time::Instant::now());
-        let mut get = self.client.get(self.url_for(&request.key)).header(EXPECTED_TIMEOUT, expected.to_string());
+        let url = self.url_for(&request.key);
+        let attempt = span::Attempt::start(self.upstream, &url, request.attempt, request.hedge);
+        let mut get = self.client.get(url).header(EXPECTED_TIMEOUT, expected.to_string());
         let correlation = context::current();
         if let Some(id) = correlation.request_id {
             get = get.header("x-request-id", id);
         }
-        if let Some(traceparent) = correlation.traceparent {
-            get = get.header("traceparent", traceparent);
-        }
-        Box::pin(async move {
-            let response = get.send().await.map_err(classify_send_error)?;
-            match response.status() {
-                StatusCode::OK => {
-                    let body = read_body(response).await?;
-                    T::decode(&body).map(Some).map_err(UpstreamError::InvalidResponse)
+        // With tracing on, the upstream continues this attempt's span; else the caller's
+        // traceparent is passed on as it came.
+        match attempt.span().in_scope(propagation::current) {
+            Some((traceparent, tracestate)) => {
+                get = get.header("traceparent", traceparent);
+                if let Some(tracestate) = tracestate {
+                    get = get.header("tracestate", tracestate);
                 }
-                StatusCode::NOT_FOUND => Ok(None),
-                status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-                    Err(UpstreamError::ServerError(status.as_u16()))
-                }
-                // Asking again would get the same answer, and it says nothing about health.
-                status if status.is_client_error() || status.is_redirection() => {
-                    Err(UpstreamError::UnexpectedStatus(status.as_u16()))
-                }
-                status => Err(UpstreamError::InvalidResponse(format!("unexpected HTTP {status}"))),
             }
-        })
+            None => {
+                if let Some(traceparent) = correlation.traceparent {
+                    get = get.header("traceparent", traceparent);
+                }
+            }
+        }
+        let span = attempt.span().clone();
+        Box::pin(
+            async move {
+                let (result, status) = exchange::<T>(get).await;
+                attempt.finish(&result, status);
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// One GET, its answer classified; the status when one arrived.
+async fn exchange<T: Decode>(get: reqwest::RequestBuilder) -> (Result<Option<T>, UpstreamError>, Option<u16>) {
+    let response = match get.send().await {
+        Ok(response) => response,
+        Err(error) => return (Err(classify_send_error(error)), None),
+    };
+    let status = response.status().as_u16();
+    (classify::<T>(response).await, Some(status))
+}
+
+async fn classify<T: Decode>(response: reqwest::Response) -> Result<Option<T>, UpstreamError> {
+    match response.status() {
+        StatusCode::OK => {
+            let body = read_body(response).await?;
+            T::decode(&body).map(Some).map_err(UpstreamError::InvalidResponse)
+        }
+        StatusCode::NOT_FOUND => Ok(None),
+        status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+            Err(UpstreamError::ServerError(status.as_u16()))
+        }
+        // Asking again would get the same answer, and it says nothing about health.
+        status if status.is_client_error() || status.is_redirection() => {
+            Err(UpstreamError::UnexpectedStatus(status.as_u16()))
+        }
+        status => Err(UpstreamError::InvalidResponse(format!("unexpected HTTP {status}"))),
     }
 }
 

@@ -7,7 +7,14 @@ use crate::kit::{BROKER, Backend, TestBinary, TestConsumer, message_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_service_loses_no_acknowledged_order_or_event() {
-    let service = TestBinary::new(Backend::Postgres).await.env("AMQP_URL", BROKER).env("RUST_LOG", "warn");
+    // A relay killed between claiming a batch and marking it leaves those rows leased until
+    // OUTBOX_CLAIM_LEASE_MS (30 s by default) runs out; that expiry is the designed recovery, so
+    // a short lease lets the restarted relay republish them within the test's wait.
+    let service = TestBinary::new(Backend::Postgres)
+        .await
+        .env("AMQP_URL", BROKER)
+        .env("OUTBOX_CLAIM_LEASE_MS", "2000")
+        .env("RUST_LOG", "warn");
     let mut consumer = TestConsumer::bind().await;
     let mut running = service.start().await;
 

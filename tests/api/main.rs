@@ -25,5 +25,6 @@ mod secrets;
 mod shutdown;
 mod stale;
 mod tail;
+mod traces;
 mod use_cases;
 mod validation;

@@ -15,10 +15,10 @@ const HEADER: &str = "x-envoy-expected-rq-timeout-ms";
 
 /// The Classic Box, answered at once except for the calls numbered in `slow` (from 1), which
 /// take `slow_delay`.
-struct ClassicBox {
-    calls: AtomicUsize,
-    slow: Vec<usize>,
-    slow_delay: Duration,
+pub(crate) struct ClassicBox {
+    pub(crate) calls: AtomicUsize,
+    pub(crate) slow: Vec<usize>,
+    pub(crate) slow_delay: Duration,
 }
 
 impl Respond for ClassicBox {
@@ -30,7 +30,7 @@ impl Respond for ClassicBox {
     }
 }
 
-async fn upstreams_with(product: impl Respond + 'static) -> Upstreams {
+pub(crate) async fn upstreams_with(product: impl Respond + 'static) -> Upstreams {
     let upstreams = Upstreams::mock().await;
     upstreams.mount_ada(Duration::ZERO).await;
     Mock::given(method("GET"))
@@ -42,7 +42,7 @@ async fn upstreams_with(product: impl Respond + 'static) -> Upstreams {
 }
 
 /// Enough good answers for the hedge layer to know what normal is (it needs 16).
-const WARM_UP: usize = 20;
+pub(crate) const WARM_UP: usize = 20;
 
 async fn warm_up(app: &TestApp) {
     for _ in 0..WARM_UP {

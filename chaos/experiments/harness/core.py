@@ -71,7 +71,12 @@ class Run:
     def results(self, phase, label=None):
         lo, hi = {"before": (1.0, self.t_inject), "during": (self.t_injected, self.t_restore),
                   "after": (self.t_restored, self.t_load_end), "all": (0, self.t_end)}[phase]
-        return [r for r in self.load.results if lo <= r.t < hi and (label is None or r.label == label)]
+        # The steady state is what was answered before the fault: an order still in flight when
+        # it is injected meets the fault (an outage cuts connections at once), so it belongs to
+        # no phase.
+        done_by = self.t_inject if phase == "before" else float("inf")
+        return [r for r in self.load.results
+                if lo <= r.t < hi and r.t + r.latency < done_by and (label is None or r.label == label)]
 
     def check(self, phase, name, expected, observed, ok):
         self.checks.append(Check(phase, name, expected, observed, bool(ok)))

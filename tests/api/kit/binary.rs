@@ -34,7 +34,13 @@ pub struct Output {
 
 impl TestBinary {
     pub async fn new(backend: Backend) -> Self {
-        let (db, upstreams, port) = (TestDb::new(backend).await, Upstreams::simulator().await, free_port());
+        Self::with_upstreams(backend, Upstreams::simulator().await).await
+    }
+
+    /// Over upstreams of the test's choosing (scripted mocks, when the simulator's fault table
+    /// cannot make the case happen on cue).
+    pub async fn with_upstreams(backend: Backend, upstreams: Upstreams) -> Self {
+        let (db, port) = (TestDb::new(backend).await, free_port());
         let (users, products) = upstreams.urls();
         let env = [
             ("HTTP_ADDR", format!("127.0.0.1:{port}")),

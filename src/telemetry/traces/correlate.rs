@@ -1,0 +1,53 @@
+//! Puts the OpenTelemetry `trace_id` and `span_id` on every log line written inside a span, so a
+//! log line leads to its trace and back.
+//!
+//! The ids are added to the span's formatted fields (what the log formatter prints as `span`)
+//! when the span is first entered — not when it is created, because the HTTP layer sets the
+//! span's remote parent (the caller's `traceparent`) right after creating it, and reading the
+//! context earlier would fix the span's trace id before that.
+
+use opentelemetry::trace::TraceContextExt;
+use tracing::span::Id;
+use tracing::{Dispatch, Subscriber};
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Marks a span whose ids were added already.
+struct Correlated;
+
+pub struct Correlate;
+
+impl<S> Layer<S> for Correlate
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if span.extensions().get::<Correlated>().is_some() {
+            return;
+        }
+        let dispatch: Dispatch = tracing::dispatcher::get_default(Dispatch::clone);
+        // Must run with no extensions lock held: it locks them itself.
+        let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else { return };
+        let otel = cx.span();
+        let context = otel.span_context();
+        if !context.is_valid() {
+            return;
+        }
+        let (trace_id, span_id) = (context.trace_id().to_string(), context.span_id().to_string());
+        let mut extensions = span.extensions_mut();
+        extensions.insert(Correlated);
+        if let Some(fields) = extensions.get_mut::<FormattedFields<JsonFields>>() {
+            let mut map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&fields.fields).unwrap_or_default();
+            map.insert("trace_id".into(), trace_id.into());
+            map.insert("span_id".into(), span_id.into());
+            fields.fields = serde_json::Value::Object(map).to_string();
+        } else if let Some(fields) = extensions.get_mut::<FormattedFields<DefaultFields>>() {
+            let sep = if fields.fields.is_empty() { "" } else { " " };
+            fields.fields.push_str(&format!("{sep}trace_id={trace_id} span_id={span_id}"));
+        }
+    }
+}

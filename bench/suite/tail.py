@@ -23,11 +23,15 @@ ADMIN_ENV_FILE = "tail.env"
 
 
 def stack_env(workdir):
-    """What the tail stack runs with: the admin API, and an environment file to reload."""
+    """What the tail stack runs with: the admin API, and an environment file to reload.
+    Stale-if-error off: a lookup that failed on this busy machine (a breaker opened by slow
+    calls) would otherwise still be a 201 from memory, and neither the p99 nor the request
+    counts would say so; here every order is a live lookup or a counted failure."""
     path = os.path.join(workdir, ADMIN_ENV_FILE)
     with open(path, "w") as f:
         f.write("")
-    return {"ADMIN_ADDR": f"127.0.0.1:{free_port()}", "ORDER_SERVICE_ENV_FILE": path}
+    return {"ADMIN_ADDR": f"127.0.0.1:{free_port()}", "ORDER_SERVICE_ENV_FILE": path,
+            "USER_STALE_IF_ERROR_MS": "0", "PRODUCT_STALE_IF_ERROR_MS": "0"}
 
 
 def reload(stack, text):

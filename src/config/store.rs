@@ -12,6 +12,9 @@ pub enum Backend {
     Sqlite,
 }
 
+/// sqlx's own default: every statement the service runs fits, so each is parsed once per connection.
+const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 100;
+
 /// `DATABASE_*`: the store and its pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
@@ -24,6 +27,15 @@ pub struct DatabaseConfig {
     /// `DATABASE_ACQUIRE_TIMEOUT_MS`: how long a request waits for a pooled connection before
     /// the order fails with 503, so a slow or absent database never hangs a client.
     pub acquire_timeout: Duration,
+    /// `DATABASE_STATEMENT_CACHE_CAPACITY`: prepared statements kept per connection. `0` sends
+    /// every statement unnamed and caches nothing, which a pooler that hands each transaction
+    /// to another server connection (PgBouncer ≤ 1.20 in transaction mode) requires.
+    pub statement_cache_capacity: usize,
+    /// `DATABASE_SESSION_URL` (default `DATABASE_URL`): a connection that keeps session state,
+    /// for what transaction pooling breaks: migrations (a session advisory lock) and the
+    /// relay's `LISTEN`. Behind PgBouncer in transaction mode, PostgreSQL itself or a
+    /// session-mode pool.
+    pub session_url: String,
 }
 
 impl DatabaseConfig {
@@ -39,18 +51,37 @@ impl DatabaseConfig {
             let reason = format!("expected postgres://… or sqlite://…, got scheme {scheme:?}");
             return Err(invalid("DATABASE_URL", reason));
         };
-        Ok(Self { url: url.to_owned(), backend, max_connections, acquire_timeout })
+        Ok(Self {
+            url: url.to_owned(),
+            backend,
+            max_connections,
+            acquire_timeout,
+            statement_cache_capacity: DEFAULT_STATEMENT_CACHE_CAPACITY,
+            session_url: url.to_owned(),
+        })
     }
 
     pub(super) fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
         let url = env.get("DATABASE_URL").unwrap_or_else(|| "sqlite://orders.db".to_owned());
-        let config = Self::new(
+        env.record("DATABASE_URL", Some(redact(&url)));
+        let mut config = Self::new(
             &url,
             env.number("DATABASE_MAX_CONNECTIONS", 16, 1..=1000)?,
             env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 1000)?,
-        );
-        env.record("DATABASE_URL", Some(redact(&url)));
-        config
+        )?;
+        config.statement_cache_capacity =
+            env.number("DATABASE_STATEMENT_CACHE_CAPACITY", DEFAULT_STATEMENT_CACHE_CAPACITY, 0..=10_000)?;
+        if let Some(session) = env.get("DATABASE_SESSION_URL") {
+            let named = Self::new(&session, 1, config.acquire_timeout)
+                .map_err(|e| invalid("DATABASE_SESSION_URL", e.reason))?;
+            if named.backend != config.backend {
+                let reason = "must name the same kind of database as DATABASE_URL".to_owned();
+                return Err(invalid("DATABASE_SESSION_URL", reason));
+            }
+            config.session_url = session;
+        }
+        env.record("DATABASE_SESSION_URL", Some(redact(&config.session_url)));
+        Ok(config)
     }
 }
 
@@ -72,10 +103,9 @@ pub struct BrokerConfig {
 pub struct RelaySettings {
     /// `OUTBOX_POLL_INTERVAL_MS`: the longest an event waits when no wake-up arrives.
     pub poll_interval: Duration,
-    /// `OUTBOX_BATCH_SIZE`: rows claimed (and confirms in flight) per pass.
+    /// `OUTBOX_BATCH_SIZE`: rows per claim, one commit each; while the broker confirms one
+    /// batch the next is claimed and sent.
     pub batch_size: u32,
-    /// `OUTBOX_CLAIM_LEASE_MS`: after this, rows claimed by a relay that vanished are claimable again.
-    pub lease: Duration,
     /// `OUTBOX_RETRY_BASE_MS` / `OUTBOX_RETRY_MAX_MS`: per-row backoff after a refused publish.
     pub row_backoff: Backoff,
     /// `OUTBOX_RECONNECT_MAX_MS`: cap of the jittered reconnect backoff.
@@ -87,7 +117,6 @@ impl Default for RelaySettings {
         Self {
             poll_interval: Duration::from_millis(1000),
             batch_size: 100,
-            lease: Duration::from_secs(30),
             row_backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(300) },
             reconnect: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(30) },
         }
@@ -127,7 +156,6 @@ fn relay_settings(env: &Env<'_>) -> Result<RelaySettings, ConfigError> {
     Ok(RelaySettings {
         poll_interval: env.millis("OUTBOX_POLL_INTERVAL_MS", ms(d.poll_interval))?,
         batch_size: env.number("OUTBOX_BATCH_SIZE", d.batch_size, 1..=10_000)?,
-        lease: env.millis("OUTBOX_CLAIM_LEASE_MS", ms(d.lease))?,
         row_backoff: Backoff { base: retry_base, max: retry_max },
         reconnect: Backoff { base: d.reconnect.base.min(reconnect_max), max: reconnect_max },
     })

@@ -95,6 +95,9 @@ fn each_bad_value_names_its_variable() {
         ("HTTP_MAX_READS_IN_FLIGHT", "0"),
         ("IDEMPOTENCY_LEASE_MS", "500"),
         ("IDEMPOTENCY_RETENTION_HOURS", "0"),
+        ("DATABASE_STATEMENT_CACHE_CAPACITY", "-1"),
+        ("DATABASE_SESSION_URL", "mysql://root:secret@h/db"),
+        ("DATABASE_SESSION_URL", "postgres://u@h/db"),
     ];
     for (var, value) in cases {
         let err = load(&[(var, value)]).expect_err(var);
@@ -109,11 +112,9 @@ fn relay_settings_have_defaults_and_are_validated() {
     assert_eq!(c.broker.relay, RelaySettings::default());
     assert_eq!(c.broker.relay.poll_interval, Duration::from_secs(1));
     assert_eq!(c.broker.relay.batch_size, 100);
-    let c = load(&[("OUTBOX_POLL_INTERVAL_MS", "50"), ("OUTBOX_BATCH_SIZE", "7"), ("OUTBOX_CLAIM_LEASE_MS", "900")])
-        .expect("valid");
+    let c = load(&[("OUTBOX_POLL_INTERVAL_MS", "50"), ("OUTBOX_BATCH_SIZE", "7")]).expect("valid");
     assert_eq!(c.broker.relay.poll_interval, Duration::from_millis(50));
     assert_eq!(c.broker.relay.batch_size, 7);
-    assert_eq!(c.broker.relay.lease, Duration::from_millis(900));
     for (var, value) in [("OUTBOX_BATCH_SIZE", "0"), ("OUTBOX_POLL_INTERVAL_MS", "soon"), ("OUTBOX_RETRY_MAX_MS", "10")]
     {
         assert_eq!(load(&[(var, value)]).expect_err(var).var, var, "{value}");
@@ -162,6 +163,20 @@ fn a_bad_service_url_does_not_echo_its_password() {
 fn a_bad_database_url_does_not_echo_its_password() {
     let err = load(&[("DATABASE_URL", "mysql://root:secret@h/db")]).expect_err("mysql");
     assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+#[test]
+fn the_session_url_defaults_to_the_database_url_and_a_pooler_can_turn_the_cache_off() {
+    let c = load(&[("DATABASE_URL", "postgres://u@bouncer:6432/db")]).expect("valid");
+    assert_eq!(c.database.session_url, "postgres://u@bouncer:6432/db");
+    assert_eq!(c.database.statement_cache_capacity, 100, "sqlx's default");
+    let c = load(&[
+        ("DATABASE_URL", "postgres://u@bouncer:6432/db"),
+        ("DATABASE_SESSION_URL", "postgres://u@db:5432/db"),
+        ("DATABASE_STATEMENT_CACHE_CAPACITY", "0"),
+    ])
+    .expect("valid");
+    assert_eq!((c.database.session_url.as_str(), c.database.statement_cache_capacity), ("postgres://u@db:5432/db", 0));
 }
 
 #[test]

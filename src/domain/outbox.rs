@@ -1,20 +1,21 @@
 //! The outbox port: what the relay needs from the database, independent of the backend. An
 //! order is never committed without its event row ([`super::store::OrderStore::insert_order`]).
 //!
-//! Rows are claimed with a short **lease** (`claimed_until`) rather than a row lock held for
-//! the whole publish: the claim is one statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
-//! relays of several replicas take disjoint rows and never wait on each other), and no
-//! database lock or transaction is held while talking to the broker. Every claimed row then
-//! ends in exactly one of [`OutboxStore::mark_published`], [`OutboxStore::record_failure`]
-//! or [`OutboxStore::release`]; a relay that dies first leaves the lease to expire.
-
-use std::time::Duration;
+//! A relay **claims** a batch of due rows and holds them while it publishes: on PostgreSQL the
+//! claim is a transaction holding the rows' locks (`FOR UPDATE SKIP LOCKED`, so relays of
+//! several replicas take disjoint rows and never wait on each other), on SQLite (one process)
+//! an in-process set. Every claim ends in [`Claim::settle`] — one commit that **deletes** the
+//! confirmed rows (an order without an outbox row reads `published: true`), counts an attempt
+//! on each refused row and gives the rest back — or is dropped: a relay that dies mid-batch
+//! rolls back, and its rows are claimable again at once. One row version per event (the
+//! insert; the delete adds none), one commit per batch.
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use super::store::StoreError;
+use crate::telemetry::traces::propagation::TraceContext;
 
 /// One claimed outbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,21 +29,46 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
     /// Failed attempts so far, for the per-row backoff.
     pub attempts: i32,
+    /// The trace context of the request that placed the order, when it was traced.
+    pub trace: Option<TraceContext>,
+}
+
+/// A refused row: `attempts + 1`, `last_error`, retried not before `retry_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub id: i64,
+    pub error: String,
+    pub retry_at: DateTime<Utc>,
+}
+
+/// How a claimed batch ended; rows in neither list are given back untouched (the broker went
+/// away: not the rows' fault).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Confirmed by the broker: deleted.
+    pub published: Vec<i64>,
+    pub failed: Vec<Failure>,
+}
+
+/// Rows held by one relay until settled or dropped; nobody else claims them meanwhile.
+#[async_trait]
+pub trait Claim: Send {
+    /// The claimed rows, in id order.
+    fn rows(&self) -> &[super::OutboxRow];
+    /// Ends the claim in one commit. Dropping a claim instead gives every row back.
+    async fn settle(self: Box<Self>, settlement: &Settlement) -> Result<(), StoreError>;
 }
 
 /// The outbox side of a store. Times are passed in so both backends compare like with like.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Claims up to `limit` due, unpublished, unclaimed rows until `now + lease`, in id order.
-    async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Marks rows published (after the broker's ack) and drops their claim.
-    async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Counts a failed attempt on one row: `attempts + 1`, `last_error`, retry not before `retry_at`.
-    async fn record_failure(&self, id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Gives claimed rows back untouched (the broker went away; not the rows' fault).
-    async fn release(&self, ids: &[i64]) -> Result<(), StoreError>;
+    /// Claims up to `limit` due, unpublished rows no other claim holds, in id order.
+    async fn claim(&self, now: DateTime<Utc>, limit: u32) -> Result<Box<dyn Claim>, StoreError>;
     /// Rows not yet published, whether due or backing off.
     async fn count_pending(&self) -> Result<i64, StoreError>;
+    /// Tells every listening relay (other replicas' too) that rows are waiting: a wake-up, not
+    /// a delivery; losing one costs at most a poll interval. A no-op where one process is all.
+    async fn announce(&self) -> Result<(), StoreError>;
 }
 
 /// `now` with the millisecond precision every stored time has.
@@ -51,6 +77,6 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Milliseconds for a `Duration` as chrono wants them (saturating; leases are minutes at most).
-pub fn chrono_duration(duration: Duration) -> chrono::TimeDelta {
+pub fn chrono_duration(duration: std::time::Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::milliseconds(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2))
 }

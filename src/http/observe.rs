@@ -71,8 +71,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
         span.record("otel.status_code", "ERROR");
     }
     // W3C Trace Context level 2 `traceresponse`: the client learns which trace its request was.
-    if let Some((traceparent, _)) = span.in_scope(propagation::current)
-        && let Ok(value) = HeaderValue::try_from(traceparent)
+    if let Some(context) = propagation::of(&span)
+        && let Ok(value) = HeaderValue::try_from(context.traceparent)
     {
         response.headers_mut().insert("traceresponse", value);
     }

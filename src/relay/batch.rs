@@ -1,22 +1,24 @@
-//! One batch: publish every claimed row, await the confirms, then settle each row in the
-//! database. Pure logic over the [`Publish`] and [`OutboxStore`] traits, so how each broker
+//! One batch: [`send`] every claimed row, then [`settle`]: await the confirms and end the claim
+//! in one commit. Two steps, so the relay can claim and send the next batch while the broker
+//! confirms this one. Pure logic over the [`Publish`] and [`Claim`] traits, so how each broker
 //! answer settles a row is unit-tested here, without a broker.
 //!
-//! - ack → the row is published;
+//! - ack → the row is published (deleted);
 //! - nack or returned message → a failed attempt on that row, retried after its own backoff
 //!   (a poison row never blocks the rows behind it);
-//! - the connection lost (or no confirm in time) → the rows not yet confirmed are released
+//! - the connection lost (or no confirm in time) → the rows not yet confirmed are given back
 //!   untouched: not the rows' fault.
 
 use std::time::Duration;
 
-use super::publisher::{self, Publish, PublishError};
+use super::publisher::{self, Confirm, Publish, PublishError};
+use super::span::Publishing;
 use crate::backoff::Backoff;
 use crate::domain::StoreError;
-use crate::domain::outbox::{OutboxRow, OutboxStore, chrono_duration, now};
+use crate::domain::outbox::{Claim, Failure, OutboxRow, Settlement, chrono_duration, now};
 use crate::telemetry::metrics;
 
-/// What one batch did.
+/// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelayOutcome {
     pub claimed: usize,
@@ -24,91 +26,103 @@ pub struct RelayOutcome {
     pub failed: usize,
 }
 
-/// How each row of a batch ended.
-#[derive(Debug, Default)]
-struct Settlement<'a> {
-    published: Vec<i64>,
-    failed: Vec<(&'a OutboxRow, String)>,
-    released: Vec<i64>,
-    /// Why the broker was lost, if it was.
-    lost: Option<String>,
+impl std::ops::AddAssign for RelayOutcome {
+    fn add_assign(&mut self, other: Self) {
+        self.claimed += other.claimed;
+        self.published += other.published;
+        self.failed += other.failed;
+    }
 }
 
-/// Publishes `rows`, awaits their confirms (for at most `confirm_timeout` in all) and settles
-/// each row. Returns the outcome, and why the broker was lost if it went away mid-batch.
-pub async fn publish(
-    publisher: &dyn Publish,
-    outbox: &dyn OutboxStore,
-    rows: &[OutboxRow],
+/// A claimed batch on its way: sent rows awaiting their confirms.
+pub struct Sent {
+    claim: Box<dyn Claim>,
+    /// Index into the claim's rows, the broker's answer to come, and the publish span.
+    in_flight: Vec<(usize, Confirm, Publishing)>,
+    /// Refused before sending (a corrupt payload): index and reason.
+    refused: Vec<(usize, String)>,
+    /// Why the broker was lost while sending, if it was.
+    pub lost: Option<String>,
+}
+
+/// Sends every row of `claim` (nothing after the connection breaks).
+pub async fn send(publisher: &dyn Publish, claim: Box<dyn Claim>) -> Sent {
+    let mut sent = Sent { in_flight: Vec::with_capacity(claim.rows().len()), refused: Vec::new(), lost: None, claim };
+    for (index, row) in sent.claim.rows().iter().enumerate() {
+        match publisher::envelope(&row.payload) {
+            Err(reason) => sent.refused.push((index, reason)),
+            Ok(body) => {
+                let span = Publishing::start(row, body.len());
+                match publisher.send(row.order_id, &body, span.context(row).as_ref()).await {
+                    Ok(confirm) => sent.in_flight.push((index, confirm, span)),
+                    Err(error) => {
+                        span.finish(Err("lost"));
+                        sent.lost = Some(error.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    sent
+}
+
+/// Awaits the confirms of `sent` (for at most `confirm_timeout` in all) and ends its claim.
+/// Returns the outcome, and why the broker was lost if it went away.
+pub async fn settle(
+    sent: Sent,
     row_backoff: Backoff,
     confirm_timeout: Duration,
 ) -> (Result<RelayOutcome, StoreError>, Option<String>) {
-    let settlement = send_and_confirm(publisher, rows, confirm_timeout).await;
-    let outcome =
-        RelayOutcome { claimed: rows.len(), published: settlement.published.len(), failed: settlement.failed.len() };
-    let settled = settle(outbox, &settlement, row_backoff).await;
-    (settled.map(|()| outcome), settlement.lost)
-}
-
-async fn send_and_confirm<'a>(
-    publisher: &dyn Publish,
-    rows: &'a [OutboxRow],
-    confirm_timeout: Duration,
-) -> Settlement<'a> {
-    let mut s = Settlement::default();
-    let mut in_flight = Vec::with_capacity(rows.len());
-    for row in rows {
-        if s.lost.is_some() {
-            s.released.push(row.id);
-            continue;
-        }
-        match publisher::envelope(&row.payload) {
-            Err(reason) => s.failed.push((row, reason)),
-            Ok(body) => match publisher.send(row.order_id, &body).await {
-                Ok(confirm) => in_flight.push((row, confirm)),
-                Err(error) => {
-                    s.released.push(row.id);
-                    s.lost = Some(error.to_string());
-                }
-            },
-        }
-    }
+    let Sent { claim, in_flight, refused, mut lost } = sent;
+    let rows = claim.rows();
+    let mut settlement = Settlement::default();
+    let mut failed: Vec<(&OutboxRow, String)> = refused.into_iter().map(|(i, reason)| (&rows[i], reason)).collect();
     // A blocked broker (memory or disk alarm) never confirms: give up on the batch, not the rows.
     let deadline = tokio::time::Instant::now() + confirm_timeout;
-    for (row, confirm) in in_flight {
+    for (index, confirm, span) in in_flight {
+        let row = &rows[index];
         match tokio::time::timeout_at(deadline, confirm).await {
             Ok(Ok(())) => {
+                span.finish(Ok(()));
                 metrics::outbox_published(lag(row));
-                s.published.push(row.id);
+                settlement.published.push(row.id);
             }
-            Ok(Err(PublishError::Refused(reason))) => s.failed.push((row, reason.to_owned())),
+            Ok(Err(PublishError::Refused(reason))) => {
+                span.finish(Err("refused"));
+                failed.push((row, reason.to_owned()));
+            }
             Ok(Err(PublishError::Connection(error))) => {
-                s.released.push(row.id);
-                s.lost.get_or_insert(error);
+                span.finish(Err("lost"));
+                lost.get_or_insert(error);
             }
             Err(_) => {
-                s.released.push(row.id);
-                s.lost.get_or_insert("no confirm from the broker in time".to_owned());
+                span.finish(Err("lost"));
+                lost.get_or_insert("no confirm from the broker in time".to_owned());
             }
         }
     }
-    s
-}
-
-async fn settle(outbox: &dyn OutboxStore, s: &Settlement<'_>, row_backoff: Backoff) -> Result<(), StoreError> {
-    outbox.mark_published(&s.published, now()).await?;
-    for (row, reason) in &s.failed {
+    for (row, reason) in failed {
         let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
         let delay = row_backoff.delay(attempts, 0.5 + rand::random::<f64>() / 2.0);
         tracing::warn!(outbox_id = row.id, order_id = %row.order_id, attempts, error = %reason, "outbox event not published; will retry");
-        metrics::outbox_failures(1);
-        outbox.record_failure(row.id, reason, now() + chrono_duration(delay)).await?;
+        settlement.failed.push(Failure { id: row.id, error: reason, retry_at: now() + chrono_duration(delay) });
     }
-    if !s.released.is_empty() {
-        metrics::outbox_failures(s.released.len());
-    }
-    outbox.release(&s.released).await?;
-    Ok(())
+    let outcome =
+        RelayOutcome { claimed: rows.len(), published: settlement.published.len(), failed: settlement.failed.len() };
+    // Failed and given-back rows alike were not published this time.
+    metrics::outbox_failures(outcome.claimed - outcome.published);
+    (claim.settle(&settlement).await.map(|()| outcome), lost)
+}
+
+/// [`send`] then [`settle`]: one batch, not overlapped with another.
+pub async fn publish(
+    publisher: &dyn Publish,
+    claim: Box<dyn Claim>,
+    row_backoff: Backoff,
+    confirm_timeout: Duration,
+) -> (Result<RelayOutcome, StoreError>, Option<String>) {
+    settle(send(publisher, claim).await, row_backoff, confirm_timeout).await
 }
 
 /// Commit → confirm.

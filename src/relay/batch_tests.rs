@@ -1,14 +1,14 @@
 //! How each broker answer settles a row, with a scripted publisher and a recording outbox.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use uuid::Uuid;
 
 use super::*;
-use crate::relay::publisher::Confirm;
+use crate::telemetry::traces::propagation::TraceContext;
 
 /// What the broker does with each message, in order.
 #[derive(Debug, Clone, Copy)]
@@ -26,11 +26,17 @@ enum Answer {
 struct Scripted {
     answers: Mutex<VecDeque<Answer>>,
     sent: Mutex<Vec<Uuid>>,
+    /// The trace context each sent message carried.
+    traces: Mutex<Vec<Option<TraceContext>>>,
 }
 
 impl Scripted {
     fn new(answers: &[Answer]) -> Self {
-        Self { answers: Mutex::new(answers.iter().copied().collect()), sent: Mutex::default() }
+        Self {
+            answers: Mutex::new(answers.iter().copied().collect()),
+            sent: Mutex::default(),
+            traces: Mutex::default(),
+        }
     }
 }
 
@@ -40,13 +46,14 @@ impl Publish for Scripted {
         true
     }
 
-    async fn send(&self, order_id: Uuid, body: &[u8]) -> Result<Confirm, PublishError> {
+    async fn send(&self, order_id: Uuid, body: &[u8], trace: Option<&TraceContext>) -> Result<Confirm, PublishError> {
         assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok(), "the envelope is JSON");
         let answer = self.answers.lock().expect("lock").pop_front().unwrap_or(Answer::Ack);
         if let Answer::SendFails = answer {
             return Err(PublishError::Connection("connection reset".into()));
         }
         self.sent.lock().expect("lock").push(order_id);
+        self.traces.lock().expect("lock").push(trace.cloned());
         Ok(Box::pin(async move {
             match answer {
                 Answer::Ack => Ok(()),
@@ -60,33 +67,20 @@ impl Publish for Scripted {
     async fn close(&self) {}
 }
 
-/// Records how rows were settled.
-#[derive(Default)]
+/// A claim that records how it was settled.
 struct Recorded {
-    published: Mutex<Vec<i64>>,
-    failed: Mutex<Vec<(i64, String, DateTime<Utc>)>>,
-    released: Mutex<Vec<i64>>,
+    rows: Vec<OutboxRow>,
+    settled: Arc<Mutex<Option<Settlement>>>,
 }
 
 #[async_trait]
-impl OutboxStore for Recorded {
-    async fn claim(&self, _: DateTime<Utc>, _: Duration, _: u32) -> Result<Vec<OutboxRow>, StoreError> {
-        unreachable!("a batch does not claim")
+impl Claim for Recorded {
+    fn rows(&self) -> &[OutboxRow] {
+        &self.rows
     }
-    async fn mark_published(&self, ids: &[i64], _: DateTime<Utc>) -> Result<(), StoreError> {
-        self.published.lock().expect("lock").extend_from_slice(ids);
+    async fn settle(self: Box<Self>, settlement: &Settlement) -> Result<(), StoreError> {
+        *self.settled.lock().expect("lock") = Some(settlement.clone());
         Ok(())
-    }
-    async fn record_failure(&self, id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.failed.lock().expect("lock").push((id, error.to_owned(), retry_at));
-        Ok(())
-    }
-    async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
-        self.released.lock().expect("lock").extend_from_slice(ids);
-        Ok(())
-    }
-    async fn count_pending(&self) -> Result<i64, StoreError> {
-        unreachable!("a batch does not count")
     }
 }
 
@@ -98,18 +92,34 @@ fn rows(n: i64) -> Vec<OutboxRow> {
             payload: r#"{"order":{"order_id":"x","total_amount":9.99}}"#.into(),
             created_at: Utc::now(),
             attempts: 0,
+            trace: None,
         })
         .collect()
 }
 
 const BACKOFF: Backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(300) };
 
-async fn run(answers: &[Answer], rows: &[OutboxRow]) -> (RelayOutcome, Option<String>, Recorded, usize) {
+/// How a batch settled: published ids, failures, and the ids given back (in neither list).
+struct Settled {
+    published: Vec<i64>,
+    failed: Vec<Failure>,
+    given_back: Vec<i64>,
+}
+
+async fn run(answers: &[Answer], rows: &[OutboxRow]) -> (RelayOutcome, Option<String>, Settled, usize) {
     let publisher = Scripted::new(answers);
-    let outbox = Recorded::default();
-    let (outcome, lost) = publish(&publisher, &outbox, rows, BACKOFF, Duration::from_secs(10)).await;
+    let settled = Arc::new(Mutex::new(None));
+    let claim = Box::new(Recorded { rows: rows.to_vec(), settled: Arc::clone(&settled) });
+    let (outcome, lost) = publish(&publisher, claim, BACKOFF, Duration::from_secs(10)).await;
     let sent = publisher.sent.lock().expect("lock").len();
-    (outcome.expect("the store never fails here"), lost, outbox, sent)
+    let settlement = settled.lock().expect("lock").take().expect("the claim was settled");
+    let given_back = rows
+        .iter()
+        .map(|row| row.id)
+        .filter(|id| !settlement.published.contains(id) && !settlement.failed.iter().any(|f| f.id == *id))
+        .collect();
+    let settled = Settled { published: settlement.published, failed: settlement.failed, given_back };
+    (outcome.expect("the store never fails here"), lost, settled, sent)
 }
 
 #[tokio::test]
@@ -117,8 +127,8 @@ async fn acked_rows_are_published_and_nothing_else_happens() {
     let (outcome, lost, outbox, _) = run(&[Answer::Ack, Answer::Ack, Answer::Ack], &rows(3)).await;
     assert_eq!(outcome, RelayOutcome { claimed: 3, published: 3, failed: 0 });
     assert_eq!(lost, None);
-    assert_eq!(*outbox.published.lock().expect("lock"), [1, 2, 3]);
-    assert!(outbox.failed.lock().expect("lock").is_empty() && outbox.released.lock().expect("lock").is_empty());
+    assert_eq!(outbox.published, [1, 2, 3]);
+    assert!(outbox.failed.is_empty() && outbox.given_back.is_empty());
 }
 
 #[tokio::test]
@@ -127,11 +137,10 @@ async fn a_nacked_row_fails_on_its_own_with_a_backoff_and_the_rest_are_published
     let (outcome, lost, outbox, _) = run(&[Answer::Ack, Answer::Nack, Answer::Ack], &rows(3)).await;
     assert_eq!(outcome, RelayOutcome { claimed: 3, published: 2, failed: 1 });
     assert_eq!(lost, None, "a nack is about the message, not the connection");
-    assert_eq!(*outbox.published.lock().expect("lock"), [1, 3]);
-    let failed = outbox.failed.lock().expect("lock");
-    assert_eq!(failed.len(), 1);
-    let (id, reason, retry_at) = &failed[0];
-    assert_eq!((*id, reason.as_str()), (2, "nacked by the broker"));
+    assert_eq!(outbox.published, [1, 3]);
+    assert_eq!(outbox.failed.len(), 1);
+    let Failure { id, error, retry_at } = &outbox.failed[0];
+    assert_eq!((*id, error.as_str()), (2, "nacked by the broker"));
     // First failure: half to all of the 1 s base, jittered.
     let wait = (*retry_at - before).num_milliseconds();
     assert!((450..=1100).contains(&wait), "retried after its own backoff, got {wait} ms");
@@ -144,7 +153,7 @@ async fn a_corrupt_payload_fails_its_row_without_reaching_the_broker() {
     let (outcome, _, outbox, sent) = run(&[Answer::Ack], &batch).await;
     assert_eq!(outcome, RelayOutcome { claimed: 2, published: 1, failed: 1 });
     assert_eq!(sent, 1, "only the good row was sent");
-    assert_eq!(outbox.failed.lock().expect("lock")[0].0, 1);
+    assert_eq!(outbox.failed[0].id, 1);
 }
 
 #[tokio::test]
@@ -153,9 +162,9 @@ async fn a_connection_lost_while_sending_releases_that_row_and_every_later_one()
     assert!(lost.is_some_and(|why| why.contains("connection reset")));
     assert_eq!(sent, 1, "nothing is sent after the connection broke");
     assert_eq!(outcome, RelayOutcome { claimed: 4, published: 1, failed: 0 });
-    assert_eq!(*outbox.published.lock().expect("lock"), [1]);
-    assert_eq!(*outbox.released.lock().expect("lock"), [2, 3, 4], "released untouched, not failed");
-    assert!(outbox.failed.lock().expect("lock").is_empty(), "no attempt is counted against the rows");
+    assert_eq!(outbox.published, [1]);
+    assert_eq!(outbox.given_back, [2, 3, 4], "given back untouched, not failed");
+    assert!(outbox.failed.is_empty(), "no attempt is counted against the rows");
 }
 
 #[tokio::test]
@@ -163,8 +172,8 @@ async fn a_connection_lost_before_the_confirm_releases_the_unconfirmed_rows() {
     let (outcome, lost, outbox, _) = run(&[Answer::Ack, Answer::ConfirmLost, Answer::ConfirmLost], &rows(3)).await;
     assert!(lost.is_some());
     assert_eq!(outcome.published, 1);
-    assert_eq!(*outbox.released.lock().expect("lock"), [2, 3]);
-    assert!(outbox.failed.lock().expect("lock").is_empty());
+    assert_eq!(outbox.given_back, [2, 3]);
+    assert!(outbox.failed.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -172,6 +181,21 @@ async fn a_broker_that_never_confirms_gives_up_the_batch_not_the_rows() {
     let (outcome, lost, outbox, _) = run(&[Answer::Ack, Answer::Silent, Answer::Silent], &rows(3)).await;
     assert_eq!(lost.as_deref(), Some("no confirm from the broker in time"));
     assert_eq!(outcome.published, 1);
-    assert_eq!(*outbox.released.lock().expect("lock"), [2, 3]);
-    assert!(outbox.failed.lock().expect("lock").is_empty());
+    assert_eq!(outbox.given_back, [2, 3]);
+    assert!(outbox.failed.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_carries_its_orders_stored_trace_context_where_this_process_does_not_trace() {
+    let mut rows = rows(2);
+    let placed = TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: Some("vendor=1".into()),
+    };
+    rows[0].trace = Some(placed.clone());
+    let publisher = Scripted::new(&[Answer::Ack, Answer::Ack]);
+    let claim = Box::new(Recorded { rows, settled: Arc::default() });
+    let (outcome, _) = publish(&publisher, claim, BACKOFF, Duration::from_secs(10)).await;
+    assert_eq!(outcome.expect("settled").published, 2);
+    assert_eq!(*publisher.traces.lock().expect("lock"), [Some(placed), None], "an untraced order's message has none");
 }

@@ -1,21 +1,24 @@
 //! The outbox relay: order events leave the database for RabbitMQ.
 //!
 //! `insert_order` commits each order together with its outbox row. The [`Relay`] claims due
-//! rows in id (commit) order, publishes each with publisher confirms, and marks a row
-//! published only after the broker's ack. Delivery is **at-least-once**: a relay that dies
-//! between the broker's ack and the mark publishes that row again once its claim lease
-//! expires; `message_id` (the order id) lets consumers drop the duplicate.
+//! rows in id (commit) order, publishes each with publisher confirms, and deletes a row only
+//! after the broker's ack, in the commit that ends its claim. Delivery is **at-least-once**: a
+//! relay that dies between the broker's ack and that commit leaves the rows to be published
+//! again (at once: its claim dies with it); `message_id` (the order id) lets consumers drop
+//! the duplicate.
 //!
-//! - [`Relay::relay_once`] is one pass (connect if needed ▸ claim ▸ [`batch`]), driven directly
-//!   by tests; [`Relay::run`] is the thin loop the service runs around it.
-//! - [`batch`] — publish, confirm and settle one batch (unit-tested without a broker).
+//! - [`Relay::relay_once`] is one pass (connect if needed ▸ claim ▸ send ▸ claim and send the
+//!   next batch while the broker confirms this one ▸ settle ▸ … until nothing is due), driven
+//!   directly by tests; [`Relay::run`] is the thin loop the service runs around it.
+//! - [`batch`] — send, confirm and settle one batch (unit-tested without a broker).
 //! - [`publisher`] — the broker traits, their lapin implementation and the event envelope.
-//! - [`wake`] — wakes the relay when an order commits; [`pending`] — `outbox_pending` while
-//!   the relay is off.
+//! - [`wake`] — wakes a relay when an order commits (this replica's, or through the database
+//!   every replica's); [`pending`] — `outbox_pending` while the relay is off.
 
 pub mod batch;
 pub mod pending;
 pub mod publisher;
+pub mod span;
 pub mod wake;
 
 use std::sync::Arc;
@@ -47,6 +50,9 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How stale the pending count may get while the relay is busy.
 const PENDING_REFRESH: Duration = Duration::from_secs(1);
 
+/// Batches one pass claims at most, so a long backlog still lets the loop check for a stop.
+const MAX_BATCHES_PER_PASS: usize = 10;
+
 /// What the service keeps of a spawned relay: read it, stop it.
 pub struct RelayHandle {
     pub status: BrokerStatus,
@@ -72,11 +78,14 @@ pub struct Relay {
     status: BrokerStatus,
     /// When `outbox_pending` was last counted.
     counted_at: Option<std::time::Instant>,
+    /// The last pass stopped at [`MAX_BATCHES_PER_PASS`] with rows still coming.
+    more_waiting: bool,
 }
 
 impl Relay {
     pub fn new(outbox: Arc<dyn OutboxStore>, broker: Arc<dyn Broker>, settings: RelaySettings) -> Self {
-        Self { outbox, broker, settings, publisher: None, status: BrokerStatus::default(), counted_at: None }
+        let status = BrokerStatus::default();
+        Self { outbox, broker, settings, publisher: None, status, counted_at: None, more_waiting: false }
     }
 
     pub fn status(&self) -> BrokerStatus {
@@ -106,30 +115,70 @@ impl Relay {
             }
         }
         self.status.set_connected(true);
-        let rows = self.outbox.claim(now(), self.settings.lease, self.settings.batch_size).await?;
-        let (outcome, lost) = match &self.publisher {
-            Some(publisher) => {
-                batch::publish(
-                    publisher.as_ref(),
-                    self.outbox.as_ref(),
-                    &rows,
-                    self.settings.row_backoff,
-                    BROKER_TIMEOUT,
-                )
-                .await
-            }
-            None => (Ok(RelayOutcome::default()), Some("not connected".to_owned())),
-        };
+        let (outcome, claimed_nothing, lost) = self.pass().await;
         let lost = lost.map(|reason| self.broker_lost(reason));
         // Counting costs a query: do it when idle, after a loss, or at most once a second while busy.
         let stale = self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH);
-        if rows.is_empty() || lost.is_some() || stale {
+        if claimed_nothing || lost.is_some() || stale {
             self.count_pending().await?;
         }
         match lost {
             Some(error) => Err(error),
             None => outcome.map_err(RelayError::from),
         }
+    }
+
+    /// Claims and sends batch after batch, settling each one while the next is claimed and sent,
+    /// until a claim comes back empty (or [`MAX_BATCHES_PER_PASS`]). Returns what was settled, whether
+    /// the pass ended on an empty claim, and why the broker was lost if it was.
+    async fn pass(&mut self) -> (Result<RelayOutcome, StoreError>, bool, Option<String>) {
+        let Some(publisher) = self.publisher.as_deref() else {
+            return (Ok(RelayOutcome::default()), false, Some("not connected".to_owned()));
+        };
+        let (backoff, limit) = (self.settings.row_backoff, self.settings.batch_size);
+        let mut total = Ok(RelayOutcome::default());
+        let (mut lost, mut empty) = (None, false);
+        let mut previous: Option<batch::Sent> = None;
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            // The next batch is claimed and sent while the one before is confirmed and committed.
+            let outbox = &self.outbox;
+            let next = async {
+                let claim = outbox.claim(now(), limit).await?;
+                Ok::<_, StoreError>(if claim.rows().is_empty() {
+                    None
+                } else {
+                    Some(batch::send(publisher, claim).await)
+                })
+            };
+            let done = async {
+                match previous.take() {
+                    Some(sent) => Some(batch::settle(sent, backoff, BROKER_TIMEOUT).await),
+                    None => None,
+                }
+            };
+            let (next, done) = tokio::join!(next, done);
+            if let Some(done) = done {
+                settled(&mut total, &mut lost, done);
+            }
+            let sent = match next {
+                Ok(sent) => sent,
+                Err(error) => {
+                    total = Err(error);
+                    break;
+                }
+            };
+            empty = sent.is_none();
+            let broke = sent.as_ref().is_some_and(|sent| sent.lost.is_some());
+            previous = sent;
+            if empty || broke || lost.is_some() || total.is_err() {
+                break;
+            }
+        }
+        if let Some(done) = previous.take() {
+            settled(&mut total, &mut lost, batch::settle(done, backoff, BROKER_TIMEOUT).await);
+        }
+        self.more_waiting = !empty && lost.is_none() && total.is_ok();
+        (total, empty, lost)
     }
 
     async fn count_pending(&mut self) -> Result<(), StoreError> {
@@ -163,9 +212,9 @@ impl Relay {
         let mut failures = 0u32;
         'passes: while !*stop.borrow() {
             let pause = match self.relay_once().await {
-                Ok(outcome) => {
+                Ok(_) => {
                     failures = 0;
-                    if outcome.claimed >= self.settings.batch_size as usize {
+                    if self.more_waiting {
                         continue;
                     }
                     self.settings.poll_interval
@@ -208,3 +257,23 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 }
+
+/// Adds one settled batch to the pass: its outcome, or the first store error; the first loss.
+fn settled(
+    total: &mut Result<RelayOutcome, StoreError>,
+    lost: &mut Option<String>,
+    (outcome, broke): (Result<RelayOutcome, StoreError>, Option<String>),
+) {
+    match (total.as_mut(), outcome) {
+        (Ok(total), Ok(outcome)) => *total += outcome,
+        (Ok(_), Err(error)) => *total = Err(error),
+        (Err(_), _) => {}
+    }
+    if lost.is_none() {
+        *lost = broke;
+    }
+}
+
+#[cfg(test)]
+#[path = "pass_tests.rs"]
+mod pass_tests;

@@ -1,26 +1,57 @@
-//! Wakes the relay after each committed order, so an event normally leaves within one round
-//! trip instead of waiting for the next poll.
+//! Wakes a relay after each committed order, so an event normally leaves within one round
+//! trip instead of waiting for the next poll: this replica's relay when it runs and reaches the
+//! broker (no database round trip), otherwise every replica's relay through the database
+//! ([`OutboxStore::announce`]: `NOTIFY` on PostgreSQL).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::domain::idempotency::{KeyClaim, KeyCompletion, KeyLease, KeyTimes};
-use crate::domain::{ListFilter, Order, OrderStore, StoreError};
+use crate::domain::{ListFilter, Order, OrderStore, OutboxStore, StoreError};
+use crate::ops::BrokerStatus;
 
-/// An [`OrderStore`] that wakes the relay after each committed order, so an event normally
-/// leaves within one round trip instead of waiting for the next poll.
+/// An [`OrderStore`] that wakes a relay after each committed order.
 pub struct NotifyingStore {
     inner: Arc<dyn OrderStore>,
-    wake: Arc<Notify>,
+    /// This replica's relay and its broker connection, when it runs.
+    local: Option<(Arc<Notify>, BrokerStatus)>,
+    /// Asks the announcer for one announcement; requests made while one is under way become one
+    /// more, so a busy replica sends a few per round trip at most, not one per order.
+    announce: Arc<Notify>,
+    announcer: JoinHandle<()>,
 }
 
 impl NotifyingStore {
-    pub fn new(inner: Arc<dyn OrderStore>, wake: Arc<Notify>) -> Self {
-        Self { inner, wake }
+    /// Over `inner`, waking `local` (a relay's wake-up and status) or announcing through
+    /// `outbox`. Spawns the announcer: call within a tokio runtime.
+    pub fn new(
+        inner: Arc<dyn OrderStore>,
+        outbox: Arc<dyn OutboxStore>,
+        local: Option<(Arc<Notify>, BrokerStatus)>,
+    ) -> Self {
+        let announce = Arc::new(Notify::new());
+        let announcer = tokio::spawn(announce_forever(outbox, Arc::clone(&announce)));
+        Self { inner, local, announce, announcer }
+    }
+}
+
+impl Drop for NotifyingStore {
+    fn drop(&mut self) {
+        self.announcer.abort();
+    }
+}
+
+async fn announce_forever(outbox: Arc<dyn OutboxStore>, requests: Arc<Notify>) {
+    loop {
+        requests.notified().await;
+        if let Err(error) = outbox.announce().await {
+            tracing::debug!(%error, "could not announce new outbox rows; the relays' poll will find them");
+        }
     }
 }
 
@@ -28,8 +59,11 @@ impl NotifyingStore {
 impl OrderStore for NotifyingStore {
     async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
         self.inner.insert_order(order, key).await?;
-        // `notify_one` stores a permit when the relay is busy, so no commit is missed.
-        self.wake.notify_one();
+        // `notify_one` stores a permit when the relay (or announcer) is busy: no commit is missed.
+        match &self.local {
+            Some((wake, status)) if status.broker() == "up" => wake.notify_one(),
+            _ => self.announce.notify_one(),
+        }
         Ok(())
     }
 
@@ -59,5 +93,111 @@ impl OrderStore for NotifyingStore {
 
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::outbox::Claim;
+    use crate::domain::{Money, Product, ProductCode, User, UserId};
+
+    /// Takes every order; nothing else is asked of it here.
+    struct Accepting;
+
+    #[async_trait]
+    impl OrderStore for Accepting {
+        async fn insert_order(&self, _: &Order, _: Option<&KeyCompletion>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn claim_key(&self, _: &KeyLease, _: &str, _: KeyTimes) -> Result<KeyClaim, StoreError> {
+            unreachable!()
+        }
+        async fn release_key(&self, _: &KeyLease) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        async fn purge_keys(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            unreachable!()
+        }
+        async fn get_order(&self, _: Uuid) -> Result<Option<Order>, StoreError> {
+            unreachable!()
+        }
+        async fn list_orders(&self, _: &ListFilter) -> Result<Vec<Order>, StoreError> {
+            unreachable!()
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    /// Counts announcements.
+    #[derive(Default)]
+    struct Announcements(AtomicUsize);
+
+    #[async_trait]
+    impl OutboxStore for Announcements {
+        async fn claim(&self, _: DateTime<Utc>, _: u32) -> Result<Box<dyn Claim>, StoreError> {
+            unreachable!()
+        }
+        async fn count_pending(&self) -> Result<i64, StoreError> {
+            unreachable!()
+        }
+        async fn announce(&self) -> Result<(), StoreError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn order() -> Order {
+        let user = User { first_name: "Ada".into(), last_name: "Lovelace".into() };
+        let product = Product { name: "Box".into(), price: Money::from_cents(999).expect("price") };
+        let (id, code) = (UserId::parse("u1").expect("id"), ProductCode::parse("box").expect("code"));
+        Order::new(&id, &code, &user, &product)
+    }
+
+    /// Commits one order through a store with `local`; returns (local wake-ups, announcements).
+    async fn commit_with(local: Option<BrokerStatus>) -> (bool, usize) {
+        let announcements = Arc::new(Announcements::default());
+        let wake = Arc::new(Notify::new());
+        let local = local.map(|status| (Arc::clone(&wake), status));
+        let store = NotifyingStore::new(Arc::new(Accepting), announcements.clone(), local);
+        store.insert_order(&order(), None).await.expect("insert");
+        let woken = tokio::time::timeout(Duration::from_millis(50), wake.notified()).await.is_ok();
+        tokio::task::yield_now().await;
+        (woken, announcements.0.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_relay_is_woken_in_process_and_nothing_is_announced() {
+        let status = BrokerStatus::default();
+        status.set_connected(true);
+        assert_eq!(commit_with(Some(status)).await, (true, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_relay_reaching_the_broker_the_commit_is_announced_to_every_relay() {
+        assert_eq!(commit_with(None).await, (false, 1), "relay off");
+        let status = BrokerStatus::default();
+        status.set_connected(false);
+        assert_eq!(commit_with(Some(status)).await, (false, 1), "broker unreachable from here");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_during_an_announcement_are_announced_once_more_not_once_each() {
+        let announcements = Arc::new(Announcements::default());
+        let store = NotifyingStore::new(Arc::new(Accepting), announcements.clone(), None);
+        for _ in 0..50 {
+            store.insert_order(&order(), None).await.expect("insert");
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(announcements.0.load(Ordering::SeqCst), 1, "one stored request for 50 commits");
     }
 }

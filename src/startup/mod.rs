@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, HttpConfig, ShutdownConfig};
+use crate::config::{Backend, Config, DatabaseConfig, HttpConfig, ShutdownConfig};
 use crate::domain::idempotency::purge_forever;
 use crate::domain::{Lookup, OrderService, OrderStore, OutboxStore, Product, StoreError, Upstream, User};
 use crate::http::admin::admin_router;
@@ -49,6 +49,8 @@ pub struct Application {
     outbox: Arc<dyn OutboxStore>,
     /// Built in `build`, spawned by `run_until_stopped`; `None` when no `AMQP_URL` is set.
     relay: Option<(Relay, Arc<tokio::sync::Notify>)>,
+    /// Where the relay listens for other replicas' announcements (PostgreSQL with a relay).
+    listen: Option<DatabaseConfig>,
     /// How often `outbox_pending` is counted when there is no relay to count it.
     outbox_pending_interval: Duration,
     draining: Arc<AtomicBool>,
@@ -64,14 +66,14 @@ impl Application {
     /// router: the one place that knows them all.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let stores = storage::connect(&config.database).await?;
-        let mut store = stores.orders;
         let relay = config.broker.amqp_url.clone().map(|url| {
             let wake = Arc::new(tokio::sync::Notify::new());
             (Relay::new(Arc::clone(&stores.outbox), Arc::new(Amqp { url }), config.broker.relay), wake)
         });
-        if let Some((_, wake)) = &relay {
-            store = Arc::new(NotifyingStore::new(store, Arc::clone(wake)));
-        }
+        let local = relay.as_ref().map(|(relay, wake)| (Arc::clone(wake), relay.status()));
+        let store: Arc<dyn OrderStore> =
+            Arc::new(NotifyingStore::new(stores.orders, Arc::clone(&stores.outbox), local));
+        let listen = (config.database.backend == Backend::Postgres && relay.is_some()).then(|| config.database.clone());
         let http = transport::http_client();
         let metrics = telemetry::metrics::install();
         telemetry::metrics::orders_registered(&crate::http::error::SLUGS);
@@ -118,6 +120,7 @@ impl Application {
             store,
             outbox: stores.outbox,
             relay,
+            listen,
             outbox_pending_interval: config.broker.pending_interval,
             draining,
             shutdown: config.shutdown,
@@ -159,6 +162,12 @@ impl Application {
     /// the next start).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), backend = self.store.backend(), "order-service listening");
+        let listener = match (&self.relay, self.listen) {
+            (Some((_, wake)), Some(database)) => {
+                Some(tokio::spawn(storage::listen_forever(database, Arc::clone(wake))))
+            }
+            _ => None,
+        };
         let relay: Option<RelayHandle> = self.relay.map(|(relay, wake)| relay.spawn(wake));
         // Without a relay nobody else counts the backlog, which then only grows.
         let pending = relay
@@ -206,6 +215,9 @@ impl Application {
             }
         };
         purge.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         if let Some(pending) = pending {
             pending.abort();
         }

@@ -1,8 +1,10 @@
 //! Where orders live: the domain's [`OrderStore`] and [`OutboxStore`] ports on PostgreSQL and on
 //! SQLite, chosen by the `DATABASE_URL` scheme. Migrations for each backend are under
-//! `migrations/` and run at start.
+//! `migrations/` and run at start; on PostgreSQL, [`listen_forever`] wakes the relay when
+//! another replica announces new outbox rows.
 
 mod keys;
+mod listen;
 mod postgres;
 mod row;
 mod sql;
@@ -13,7 +15,8 @@ use std::sync::Arc;
 use crate::config::{Backend, DatabaseConfig};
 use crate::domain::{OrderStore, OutboxStore, StoreError};
 
-pub use postgres::PgStore;
+pub use listen::listen_forever;
+pub use postgres::{OUTBOX_CHANNEL, PgStore};
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::domain::{Money, Order, Upstream};
+use crate::telemetry::traces::propagation::TraceContext;
 
 /// `SELECT … FROM orders o LEFT JOIN outbox x` with the columns of [`OrderRow`], for both
 /// backends; a macro so each query stays one `&'static str` (prepared once, cached by sqlx).
@@ -74,6 +75,8 @@ pub(super) struct ClaimedRow {
     payload: String,
     created_at: DateTime<Utc>,
     attempts: i32,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 /// Claimed rows in publish (id) order: `RETURNING` does not promise one.
@@ -86,6 +89,7 @@ pub(super) fn claimed(rows: Vec<ClaimedRow>) -> Vec<crate::domain::OutboxRow> {
             payload: r.payload,
             created_at: r.created_at,
             attempts: r.attempts,
+            trace: r.traceparent.map(|traceparent| TraceContext { traceparent, tracestate: r.tracestate }),
         })
         .collect();
     rows.sort_by_key(|row| row.id);

@@ -1,21 +1,22 @@
 //! The control flow both backends share, written once over sqlx's generic [`Database`]: each
 //! backend ([`Dialect`]) supplies only its SQL text and the few statements whose shape differs
-//! (placing an order is one CTE on PostgreSQL and a short transaction on SQLite; batch updates
-//! bind an array on PostgreSQL and loop in one transaction on SQLite).
-
-use std::time::Duration;
+//! (placing an order is one CTE on PostgreSQL and a short transaction on SQLite; a relay's claim
+//! is a transaction holding row locks on PostgreSQL and an in-process set on SQLite).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::database::HasStatementCache;
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::keys::KeyRow;
-use super::row::{ClaimedRow, OrderRow, claimed};
+use super::row::OrderRow;
 use crate::domain::idempotency::{HeldLease, KeyClaim, KeyCompletion, KeyLease, KeyTimes};
-use crate::domain::outbox::{OutboxRow, OutboxStore, chrono_duration};
+use crate::domain::outbox::{Claim, OutboxStore};
 use crate::domain::{ListFilter, Order, OrderStore, StoreError};
+use crate::telemetry::traces::propagation::{self, TraceContext};
 
 /// The SQL text of the shared statements, in each backend's placeholder syntax.
 pub(super) struct Queries {
@@ -32,7 +33,7 @@ pub(super) struct Queries {
     pub get_order: &'static str,
     /// Binds user_id (nullable), after (nullable), limit.
     pub list_orders: &'static str,
-    /// Binds now, claimed_until, limit; returns the claimed rows.
+    /// Binds now, limit; returns due rows in id order (`ClaimedRow`).
     pub claim_outbox: &'static str,
     /// Binds id, error, retry_at.
     pub record_failure: &'static str,
@@ -41,33 +42,83 @@ pub(super) struct Queries {
 
 /// What differs between backends.
 #[async_trait]
-pub(super) trait Dialect: Database {
+pub(super) trait Dialect: Database + HasStatementCache {
     /// `postgres` or `sqlite`, for `/health/ready`.
     const BACKEND: &'static str;
     /// `db.system.name` of the semantic conventions.
     const SYSTEM: &'static str;
     const SQL: Queries;
-    /// The order, its outbox row and the key's completion: all or nothing.
-    async fn insert_order(pool: &Pool<Self>, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError>;
-    async fn mark_published(pool: &Pool<Self>, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError>;
-    async fn release(pool: &Pool<Self>, ids: &[i64]) -> Result<(), StoreError>;
+    /// The order, its outbox row (with the placing request's trace context, if traced) and the
+    /// key's completion: all or nothing.
+    async fn insert_order(
+        store: &SqlStore<Self>,
+        order: &Order,
+        key: Option<&KeyCompletion>,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), StoreError>;
+    /// See [`OutboxStore::claim`].
+    async fn claim(store: &SqlStore<Self>, now: DateTime<Utc>, limit: u32) -> Result<Box<dyn Claim>, StoreError>;
+    /// See [`OutboxStore::announce`].
+    async fn announce(store: &SqlStore<Self>) -> Result<(), StoreError>;
     /// sqlx has no generic way to read it.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// A pooled connection, or without the statement cache a transaction: sqlx parses an unnamed
+/// statement and binds it in two round trips, and a transaction pooler (PgBouncer 1.18) may hand
+/// the server connection to another client in between — measured here: "bind message supplies
+/// 12 parameters, but prepared statement \"\" requires 6", another client's statement. Inside a
+/// transaction both reach the same server connection; the price is `BEGIN` and `COMMIT`.
+pub(super) enum Conn<DB: Database> {
+    Pooled(PoolConnection<DB>),
+    Tx(Transaction<'static, DB>),
+}
+
+impl<DB: Database> Conn<DB> {
+    pub(super) fn get(&mut self) -> &mut DB::Connection {
+        match self {
+            Conn::Pooled(conn) => conn,
+            Conn::Tx(tx) => tx,
+        }
+    }
+
+    /// Commits the statement's transaction, if it has one.
+    pub(super) async fn done(self) -> Result<(), sqlx::Error> {
+        match self {
+            Conn::Pooled(_) => Ok(()),
+            Conn::Tx(tx) => tx.commit().await,
+        }
+    }
 }
 
 /// A store on one backend's pool; `PgStore` and `SqliteStore` are this over their dialect.
 #[derive(Debug)]
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+    /// Whether statements are prepared under a name and cached (a `DATABASE_STATEMENT_CACHE_CAPACITY`
+    /// above 0). Without the cache sqlx would still name each statement and never close it, which
+    /// leaks server memory and collides behind a transaction pooler: unnamed it is.
+    pub(super) persistent: bool,
+    /// Outbox rows claimed in this process (SQLite has no row locks; one process uses it).
+    pub(super) held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone() }
+        Self { pool: self.pool.clone(), persistent: self.persistent, held: self.held.clone() }
     }
 }
 
 impl<DB: Database> SqlStore<DB> {
+    pub(super) fn new(pool: Pool<DB>, persistent: bool) -> Self {
+        Self { pool, persistent, held: Default::default() }
+    }
+
+    /// A connection for one statement; [`Conn::done`] after it.
+    pub(super) async fn conn(&self) -> Result<Conn<DB>, sqlx::Error> {
+        Ok(if self.persistent { Conn::Pooled(self.pool.acquire().await?) } else { Conn::Tx(self.pool.begin().await?) })
+    }
+
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
     }
@@ -78,6 +129,7 @@ impl<DB> OrderStore for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     <DB as Database>::Arguments: IntoArguments<DB>,
     for<'r> KeyRow: FromRow<'r, DB::Row>,
     for<'r> OrderRow: FromRow<'r, DB::Row>,
@@ -89,8 +141,10 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
-    /// The order's transaction, as a client span of the database semantic conventions.
+    /// The order's transaction, as a client span of the database semantic conventions. The
+    /// outbox row keeps the context of the span placing the order, for the relay's publish span.
     async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
+        let trace = propagation::current();
         let span = tracing::info_span!(
             "insert_order",
             otel.name = "INSERT orders",
@@ -100,7 +154,7 @@ where
             db.operation.name = "INSERT",
             db.collection.name = "orders",
         );
-        let result = DB::insert_order(&self.pool, order, key).instrument(span.clone()).await;
+        let result = DB::insert_order(self, order, key, trace.as_ref()).instrument(span.clone()).await;
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
         }
@@ -110,6 +164,7 @@ where
     async fn claim_key(&self, lease: &KeyLease, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim, StoreError> {
         // A key released between the two statements is tried again; twice is plenty.
         for _ in 0..3 {
+            let mut conn = self.conn().await?;
             let leased: Option<(Uuid,)> = sqlx::query_as(DB::SQL.lease_key)
                 .bind(lease.key.as_str())
                 .bind(fingerprint)
@@ -117,13 +172,20 @@ where
                 .bind(times.now)
                 .bind(times.lease_until)
                 .bind(times.expires_at)
-                .fetch_optional(&self.pool)
+                .persistent(self.persistent)
+                .fetch_optional(conn.get())
                 .await?;
+            conn.done().await?;
             if leased.is_some() {
                 return Ok(KeyClaim::Leased(lease.clone()));
             }
-            let held: Option<KeyRow> =
-                sqlx::query_as(DB::SQL.find_key).bind(lease.key.as_str()).fetch_optional(&self.pool).await?;
+            let mut conn = self.conn().await?;
+            let held: Option<KeyRow> = sqlx::query_as(DB::SQL.find_key)
+                .bind(lease.key.as_str())
+                .persistent(self.persistent)
+                .fetch_optional(conn.get())
+                .await?;
+            conn.done().await?;
             if let Some(held) = held {
                 return held.into_claim(fingerprint);
             }
@@ -133,31 +195,46 @@ where
     }
 
     async fn release_key(&self, lease: &KeyLease) -> Result<(), StoreError> {
-        sqlx::query(DB::SQL.release_key).bind(lease.key.as_str()).bind(lease.token).execute(&self.pool).await?;
-        Ok(())
+        let mut conn = self.conn().await?;
+        sqlx::query(DB::SQL.release_key)
+            .bind(lease.key.as_str())
+            .bind(lease.token)
+            .persistent(self.persistent)
+            .execute(conn.get())
+            .await?;
+        Ok(conn.done().await?)
     }
 
     async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let purged = sqlx::query(DB::SQL.purge_keys).bind(now).execute(&self.pool).await?;
+        let mut conn = self.conn().await?;
+        let purged = sqlx::query(DB::SQL.purge_keys).bind(now).persistent(self.persistent).execute(conn.get()).await?;
+        conn.done().await?;
         Ok(DB::rows_affected(&purged))
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
-        let row: Option<OrderRow> = sqlx::query_as(DB::SQL.get_order).bind(id).fetch_optional(&self.pool).await?;
+        let mut conn = self.conn().await?;
+        let row: Option<OrderRow> =
+            sqlx::query_as(DB::SQL.get_order).bind(id).persistent(self.persistent).fetch_optional(conn.get()).await?;
+        conn.done().await?;
         row.map(Order::try_from).transpose()
     }
 
     async fn list_orders(&self, filter: &ListFilter) -> Result<Vec<Order>, StoreError> {
+        let mut conn = self.conn().await?;
         let rows: Vec<OrderRow> = sqlx::query_as(DB::SQL.list_orders)
             .bind(filter.user_id.as_deref())
             .bind(filter.after)
             .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
+            .persistent(self.persistent)
+            .fetch_all(conn.get())
             .await?;
+        conn.done().await?;
         rows.into_iter().map(Order::try_from).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        // No arguments: one simple-protocol round trip, which any pooler passes.
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -172,45 +249,23 @@ impl<DB> OutboxStore for SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     <DB as Database>::Arguments: IntoArguments<DB>,
-    for<'r> ClaimedRow: FromRow<'r, DB::Row>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
     (i64,): for<'r> FromRow<'r, DB::Row>,
 {
-    async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows: Vec<ClaimedRow> = sqlx::query_as(DB::SQL.claim_outbox)
-            .bind(now)
-            .bind(now + chrono_duration(lease))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(claimed(rows))
-    }
-
-    async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        DB::mark_published(&self.pool, ids, now).await
-    }
-
-    async fn record_failure(&self, id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(DB::SQL.record_failure).bind(id).bind(error).bind(retry_at).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        DB::release(&self.pool, ids).await
+    async fn claim(&self, now: DateTime<Utc>, limit: u32) -> Result<Box<dyn Claim>, StoreError> {
+        DB::claim(self, now, limit).await
     }
 
     async fn count_pending(&self) -> Result<i64, StoreError> {
-        let (pending,): (i64,) = sqlx::query_as(DB::SQL.count_pending).fetch_one(&self.pool).await?;
+        let mut conn = self.conn().await?;
+        let (pending,): (i64,) =
+            sqlx::query_as(DB::SQL.count_pending).persistent(self.persistent).fetch_one(conn.get()).await?;
+        conn.done().await?;
         Ok(pending)
+    }
+
+    async fn announce(&self) -> Result<(), StoreError> {
+        DB::announce(self).await
     }
 }

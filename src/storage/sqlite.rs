@@ -1,21 +1,23 @@
 //! The embedded default store: one file, no server, same schema and behaviour as PostgreSQL.
 //! SQLite's SQL text, and the statements SQLite shapes differently (no data-modifying CTEs, no
-//! array binds): each runs as one short transaction.
+//! array binds, no row locks): each runs as one short transaction.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult};
 use sqlx::types::Json;
-use sqlx::{Sqlite, SqlitePool};
 
-use super::row::{degraded_column, select_orders};
+use super::row::{ClaimedRow, claimed, degraded_column, select_orders};
 use super::sql::{Dialect, Queries, SqlStore};
 use crate::config::DatabaseConfig;
 use crate::domain::idempotency::KeyCompletion;
+use crate::domain::outbox::{Claim, OutboxRow, Settlement};
 use crate::domain::{Order, StoreError};
+use crate::telemetry::traces::propagation::TraceContext;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -42,7 +44,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::from(sqlx::Error::from(e)))?;
-        Ok(Self { pool })
+        Ok(Self::new(pool, true))
     }
 }
 
@@ -70,21 +72,22 @@ impl Dialect for Sqlite {
             " WHERE (?1 IS NULL OR o.user_id = ?1) AND (?2 IS NULL OR o.id > ?2)",
             " ORDER BY o.id LIMIT ?3"
         ),
-        // One writer at a time, so the claim needs no row locks; the lease still keeps a row from
-        // being sent twice if two relays ever share a file.
-        claim_outbox: "UPDATE outbox SET claimed_until = ?2 WHERE id IN ( \
-               SELECT id FROM outbox \
-               WHERE published_at IS NULL AND next_attempt_at <= ?1 \
-                 AND (claimed_until IS NULL OR claimed_until <= ?1) \
-               ORDER BY id LIMIT ?3) \
-             RETURNING id, order_id, CAST(payload AS TEXT) AS payload, created_at, attempts",
-        record_failure: "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, \
-             claimed_until = NULL WHERE id = ?1",
+        // The rows this process holds are skipped in `claim`: one process, one relay.
+        claim_outbox: "SELECT id, order_id, CAST(payload AS TEXT) AS payload, created_at, attempts, traceparent, \
+             tracestate FROM outbox \
+             WHERE published_at IS NULL AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+        record_failure: "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 \
+             WHERE id = ?1",
         count_pending: "SELECT count(*) FROM outbox WHERE published_at IS NULL",
     };
 
-    async fn insert_order(pool: &SqlitePool, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
-        let mut tx = pool.begin().await?;
+    async fn insert_order(
+        store: &SqliteStore,
+        order: &Order,
+        key: Option<&KeyCompletion>,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), StoreError> {
+        let mut tx = store.pool.begin().await?;
         sqlx::query(
             "INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
              total_amount_cents, created_at, degraded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -100,12 +103,14 @@ impl Dialect for Sqlite {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at) \
-             VALUES (?1, 'order.created', ?2, ?3, ?3)",
+            "INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at, traceparent, tracestate) \
+             VALUES (?1, 'order.created', ?2, ?3, ?3, ?4, ?5)",
         )
         .bind(order.id)
         .bind(Json(order.created_payload()))
         .bind(order.created_at)
+        .bind(trace.map(|t| t.traceparent.as_str()))
+        .bind(trace.and_then(|t| t.tracestate.as_deref()))
         .execute(&mut *tx)
         .await?;
         if let Some(done) = key {
@@ -128,33 +133,74 @@ impl Dialect for Sqlite {
         Ok(())
     }
 
-    /// One transaction: one fsync for the whole batch.
-    async fn mark_published(pool: &SqlitePool, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = pool.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE outbox SET published_at = ?2, claimed_until = NULL WHERE id = ?1")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// No transaction is held while publishing (SQLite has one writer: it would hold up every
+    /// order); the rows this process already holds are skipped instead.
+    async fn claim(store: &SqliteStore, now: DateTime<Utc>, limit: u32) -> Result<Box<dyn Claim>, StoreError> {
+        let holding = store.held.lock().map_or(0, |held| held.len());
+        let rows: Vec<ClaimedRow> = sqlx::query_as(Self::SQL.claim_outbox)
+            .bind(now)
+            .bind(i64::from(limit).saturating_add(i64::try_from(holding).unwrap_or(i64::MAX)))
+            .fetch_all(&store.pool)
+            .await?;
+        // Filtered and taken under one lock, so two claims never take the same row.
+        let mut held = store.held.lock().map_err(|_| StoreError::Query("outbox claims: poisoned lock".into()))?;
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
+        let rows: Vec<OutboxRow> =
+            claimed(rows).into_iter().filter(|row| !held.contains(&row.id)).take(wanted).collect();
+        held.extend(rows.iter().map(|row| row.id));
+        Ok(Box::new(SqliteClaim { store: store.clone(), rows }))
     }
 
-    async fn release(pool: &SqlitePool, ids: &[i64]) -> Result<(), StoreError> {
-        let mut tx = pool.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE outbox SET claimed_until = NULL WHERE id = ?1 AND published_at IS NULL")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+    async fn announce(_: &SqliteStore) -> Result<(), StoreError> {
         Ok(())
     }
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
+    }
+}
+
+/// Rows this process holds until settled or dropped.
+struct SqliteClaim {
+    store: SqliteStore,
+    rows: Vec<OutboxRow>,
+}
+
+#[async_trait]
+impl Claim for SqliteClaim {
+    fn rows(&self) -> &[OutboxRow] {
+        &self.rows
+    }
+
+    /// One transaction: one fsync for the whole batch.
+    async fn settle(self: Box<Self>, settlement: &Settlement) -> Result<(), StoreError> {
+        if settlement.published.is_empty() && settlement.failed.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.pool.begin().await?;
+        for id in &settlement.published {
+            sqlx::query("DELETE FROM outbox WHERE id = ?1").bind(id).execute(&mut *tx).await?;
+        }
+        for failure in &settlement.failed {
+            sqlx::query(<Sqlite as Dialect>::SQL.record_failure)
+                .bind(failure.id)
+                .bind(&failure.error)
+                .bind(failure.retry_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteClaim {
+    /// Settled or not, the rows are no longer this claim's.
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.store.held.lock() {
+            for row in &self.rows {
+                held.remove(&row.id);
+            }
+        }
     }
 }

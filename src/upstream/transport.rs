@@ -107,10 +107,10 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
         }
         // With tracing on, the upstream continues this attempt's span; else the caller's
         // traceparent is passed on as it came.
-        match attempt.span().in_scope(propagation::current) {
-            Some((traceparent, tracestate)) => {
-                get = get.header("traceparent", traceparent);
-                if let Some(tracestate) = tracestate {
+        match propagation::of(attempt.span()) {
+            Some(context) => {
+                get = get.header("traceparent", context.traceparent);
+                if let Some(tracestate) = context.tracestate {
                     get = get.header("tracestate", tracestate);
                 }
             }

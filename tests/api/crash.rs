@@ -56,7 +56,8 @@ async fn a_killed_service_loses_no_acknowledged_order_or_event() {
     assert_eq!(stored, acked.len() as i64, "every acknowledged order survived");
     let orders = service.db.count("orders").await;
     assert!(orders as usize <= sent, "no order without a request: {orders} orders, {sent} sent");
-    assert_eq!(service.db.count("outbox").await, orders, "each order has exactly its one event row");
+    // A published event's row is deleted: at most one row per order, and never one without its order.
+    assert!(service.db.count("outbox").await <= orders, "at most one event row per order");
 
     let deliveries = consumer.take(&acked, acked.len(), Duration::from_secs(20)).await;
     let mut delivered: Vec<String> = deliveries.iter().map(message_id).collect();

@@ -169,7 +169,7 @@ async fn concurrent_duplicates_place_one_order_and_publish_one_event(backend: Ba
     assert!(created.iter().all(|id| *id == created[0]), "every 201 names the same order: {created:?}");
     assert_eq!(created.len() + in_flight, CLIENTS);
     assert_eq!(app.db.count("orders").await, 1);
-    assert_eq!(app.db.count("outbox").await, 1);
+    assert!(app.db.count("outbox").await <= 1, "one event row at most (deleted once published)");
 
     // Wait long enough for a second event to show up, if there were one.
     let events = consumer.take(&created[..1], 2, Duration::from_secs(3)).await;

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lapin::types::AMQPValue;
+use order_service::domain::outbox::now;
+use order_service::relay::publisher::{Amqp, Broker, envelope};
 use order_service::relay::{Relay, RelaySettings};
 use serde_json::Value;
 
@@ -100,29 +102,32 @@ async fn an_event_published_but_not_marked_is_published_again(backend: Backend) 
     let app = TestApp::with_healthy_upstreams(backend, &[]).await;
     let ids = order_ids(&app.place_orders(1).await);
     let mut consumer = TestConsumer::bind().await;
+    let (mut relay, outbox) = new_relay(&app.db, RelaySettings::default()).await;
 
-    // A relay that claimed the row and then vanished: its lease keeps others off until it ends.
-    let far = match backend {
-        Backend::Postgres => "now() + interval '1 hour'",
-        Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now', '+1 hour')",
-    };
-    app.db.execute(&format!("UPDATE outbox SET claimed_until = {far}")).await;
-    let (mut relay, _) = new_relay(&app.db, RelaySettings::default()).await;
-    assert_eq!(relay.relay_once().await.expect("pass").claimed, 0, "leased rows are not taken");
-    app.db.execute("UPDATE outbox SET claimed_until = NULL").await;
+    // A relay mid-batch holds its rows: nobody else takes them meanwhile.
+    let held = outbox.claim(now(), 10).await.expect("claim");
+    assert_eq!(held.rows().len(), 1);
+    assert_eq!(relay.relay_once().await.expect("pass").claimed, 0, "held rows are not taken");
 
-    assert_eq!(relay.relay_once().await.expect("pass").published, 1);
+    // It publishes, the broker confirms, and it dies before its commit: the claim is gone
+    // (rolled back), the row is still there, and is published again at once.
+    let publisher = Amqp { url: BROKER.to_owned() }.connect().await.expect("broker");
+    let body = envelope(&held.rows()[0].payload).expect("payload");
+    publisher.send(held.rows()[0].order_id, &body, None).await.expect("send").await.expect("confirmed");
+    drop(held);
     let first = consumer.take(&ids, 1, Duration::from_secs(10)).await;
     assert_eq!(first.len(), 1);
+    assert_eq!(app.db.count("outbox").await, 1, "not marked: still pending");
 
-    // Crash after the broker's ack, before the mark: the row is still pending after restart.
-    app.db.execute("UPDATE outbox SET published_at = NULL, claimed_until = NULL").await;
-    let (mut restarted, _) = new_relay(&app.db, RelaySettings::default()).await;
-    assert_eq!(restarted.relay_once().await.expect("pass").published, 1);
+    // Dropped, the claim's rollback reaches the database on the connection's way back to the pool.
+    let pass = async || relay.relay_once().await.expect("pass").published;
+    assert_eq!(eventually(Duration::from_secs(10), pass, |&published| published == 1).await, 1);
     let second = consumer.take(&ids, 1, Duration::from_secs(10)).await;
     assert_eq!(second.len(), 1, "at-least-once: published again, never lost");
     assert_eq!(message_id(&first[0]), message_id(&second[0]), "consumers de-duplicate on message_id");
-    assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 0);
+    assert_eq!(app.db.count("outbox").await, 0, "a published row is deleted");
+    let order: Value = app.get(&format!("/v1/orders/{}", ids[0])).await.json().await.expect("json");
+    assert_eq!(order["published"], true, "an order without an outbox row reads published");
 }
 
 async fn a_poison_row_is_recorded_and_does_not_block_the_rows_behind_it(backend: Backend) {

@@ -147,8 +147,7 @@ async fn app_behind(database_port: Option<u16>, amqp_url: &str) -> TestApp {
         .env("AMQP_URL", amqp_url)
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "300")
         .env("OUTBOX_POLL_INTERVAL_MS", "100")
-        .env("OUTBOX_RECONNECT_MAX_MS", "300")
-        .env("OUTBOX_CLAIM_LEASE_MS", "1000");
+        .env("OUTBOX_RECONNECT_MAX_MS", "300");
     if let Some(port) = database_port {
         builder = builder.database_port(port);
     }

@@ -2,6 +2,7 @@
 exchange (routing key `created_order`) before any load, drained in a thread of its own."""
 
 import threading
+import time
 import uuid
 
 
@@ -10,6 +11,7 @@ class EventCollector(threading.Thread):
         super().__init__(daemon=True)
         self.amqp_url = amqp_url
         self.ids, self.deliveries = set(), 0
+        self.first_seen, self.times_seen = {}, {}  # message id → time.time() of its first delivery; → deliveries
         self.ready, self._halt, self.error = threading.Event(), threading.Event(), None
 
     def run(self):
@@ -35,6 +37,8 @@ class EventCollector(threading.Thread):
                     self.deliveries += 1
                     if props.message_id:
                         self.ids.add(props.message_id)
+                        self.first_seen.setdefault(props.message_id, time.time())
+                        self.times_seen[props.message_id] = self.times_seen.get(props.message_id, 0) + 1
 
                 ch.basic_consume(queue, on_message, auto_ack=True)
                 self.ready.set()

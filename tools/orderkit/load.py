@@ -20,6 +20,8 @@ class Result:
     label: str          # which traffic class (e.g. "victim", "control")
     order_id: str = ""
     problem: str = ""   # the problem type slug of an error answer
+    served_by: str = "" # the `x-served-by` header a load balancer added (scripts/fleet's HAProxy does)
+    created_at: str = ""  # the order's `created_at`, for a 201
 
 
 @dataclass
@@ -73,25 +75,36 @@ class Load:
                     self._in_flight += 1
                 pool.submit(self._one, label, user, product)
 
+    # A keep-alive connection idle longer than this is replaced, not reused: a balancer closes idle
+    # client connections (HAProxy after 10 s here), and a POST on one it just closed fails without
+    # having reached anyone — the load generator's artefact, not the service's failure.
+    IDLE_REUSE_S = 5.0
+
     def _conn(self):
         c = getattr(self._local, "conn", None)
+        now = time.monotonic()
+        if c is not None and now - getattr(self._local, "used", now) > self.IDLE_REUSE_S:
+            c.close()
+            c = None
         if c is None:
             c = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self._local.used = now
         return c
 
     def _one(self, label, user, product):
         body = json.dumps({"user_id": user, "product_code": product})
         started = time.monotonic()
-        status, order_id, problem = 0, "", ""
+        status, order_id, problem, served_by, created_at = 0, "", "", "", ""
         try:
             c = self._conn()
             c.request("POST", "/v1/orders", body, {"content-type": "application/json"})
             r = c.getresponse()
             data = r.read()
-            status = r.status
+            status, served_by = r.status, r.getheader("x-served-by", "")
             try:
                 doc = json.loads(data or b"{}")
                 order_id = doc.get("id", "") if status == 201 else ""
+                created_at = doc.get("created_at", "") if status == 201 else ""
                 problem = (doc.get("type") or "").rsplit("/", 1)[-1] if status >= 400 else ""
             except ValueError:
                 pass
@@ -102,4 +115,5 @@ class Load:
             latency = time.monotonic() - started
             with self._lock:
                 self._in_flight -= 1
-                self.results.append(Result(started - self.t0, latency, status, label, order_id, problem))
+                self.results.append(Result(started - self.t0, latency, status, label, order_id, problem,
+                                           served_by, created_at))

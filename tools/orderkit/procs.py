@@ -42,12 +42,16 @@ class Process:
     def __init__(self, argv, env=None, log_path=None, name=None):
         self.argv, self.env, self.log_path = list(argv), environment(env or {}), log_path
         self.name = name or os.path.basename(self.argv[0])
-        self.proc, self._log = None, None
+        self.proc, self._log, self._starts = None, None, 0
 
     def start(self):
+        """Starts the program; a restart appends to the same log."""
         out = None
         if self.log_path:
-            out = self._log = open(self.log_path, "w")
+            if self._log:
+                self._log.close()
+            out = self._log = open(self.log_path, "a" if self._starts else "w")
+        self._starts += 1
         self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT if out else None)
         return self
@@ -138,7 +142,13 @@ class Service(Process):
         """What this instance runs with ({VARIABLE: value}, passwords redacted)."""
         return config.print_config(self.bin_dir, self.env)
 
-    def start(self, seconds=30):
+    def start(self, seconds=30, wait=True):
+        """Starts the binary; with `wait`, returns once it is ready (else call `wait_ready`)."""
         super().start()
+        if wait:
+            self.wait_ready(seconds)
+        return self
+
+    def wait_ready(self, seconds=30):
         wait_http(self.url + "/health/ready", seconds, self.alive)
         return self

@@ -30,11 +30,22 @@ pub struct TestAppBuilder {
     env: HashMap<String, String>,
     upstreams: Option<Upstreams>,
     database_port: Option<u16>,
+    /// `DATABASE_SESSION_URL` straight to PostgreSQL when `database_port` goes elsewhere.
+    session_direct: bool,
+    /// Another app's database (a second replica), instead of a new one.
+    database: Option<TestDb>,
 }
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder { backend, env: HashMap::new(), upstreams: None, database_port: None }
+        TestAppBuilder {
+            backend,
+            env: HashMap::new(),
+            upstreams: None,
+            database_port: None,
+            session_direct: false,
+            database: None,
+        }
     }
 
     /// The app over wiremock upstreams that know Ada and the Classic Box and answer at once,
@@ -134,6 +145,19 @@ impl TestAppBuilder {
         self
     }
 
+    /// `DATABASE_SESSION_URL` goes straight to PostgreSQL (what a pooler in transaction mode needs).
+    pub fn session_direct(mut self) -> Self {
+        self.session_direct = true;
+        self
+    }
+
+    /// A second replica: the app runs on `db` (another app's database) instead of a new one.
+    pub fn same_database_as(mut self, db: &TestDb) -> Self {
+        self.backend = db.backend;
+        self.database = Some(db.shared());
+        self
+    }
+
     pub fn upstreams(mut self, upstreams: Upstreams) -> Self {
         self.upstreams = Some(upstreams);
         self
@@ -141,25 +165,38 @@ impl TestAppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         order_service::telemetry::init_logging();
-        let db = TestDb::new(self.backend).await;
+        let db = match self.database {
+            Some(db) => db,
+            None => TestDb::new(self.backend).await,
+        };
         let upstreams = match self.upstreams {
             Some(upstreams) => upstreams,
             None => Upstreams::simulator().await,
         };
         let (users_url, products_url) = upstreams.urls();
+        let pgbouncer = match (self.backend, self.database_port) {
+            (Backend::Postgres, None) => pgbouncer_port(),
+            _ => None,
+        };
         let mut env = HashMap::from([
             ("HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             (
                 "DATABASE_URL".to_owned(),
-                match self.database_port {
+                match self.database_port.or(pgbouncer) {
                     Some(port) => db.url.replace("127.0.0.1:5432", &format!("127.0.0.1:{port}")),
                     None => db.url.clone(),
                 },
             ),
             ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
+            ("DATABASE_SESSION_URL".to_owned(), if self.session_direct { db.url.clone() } else { String::new() }),
             ("USER_SERVICE_URL".to_owned(), users_url),
             ("PRODUCT_SERVICE_URL".to_owned(), products_url),
         ]);
+        if pgbouncer.is_some() {
+            // What the service needs behind PgBouncer 1.18 in transaction pooling (docs/fleet.md).
+            env.insert("DATABASE_STATEMENT_CACHE_CAPACITY".to_owned(), "0".to_owned());
+            env.insert("DATABASE_SESSION_URL".to_owned(), db.url.clone());
+        }
         env.extend(self.env);
         let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
         let app = Application::build(config).await.expect("application starts");
@@ -179,6 +216,13 @@ impl TestAppBuilder {
             served: Some(served),
         }
     }
+}
+
+/// `TEST_PGBOUNCER_PORT`: PostgreSQL apps reach their database through PgBouncer in transaction
+/// pooling on this loopback port (its `*` database entry maps every name to 127.0.0.1:5432), while
+/// the test reads the database directly. `scripts/test-through-pgbouncer` runs the order tests so.
+fn pgbouncer_port() -> Option<u16> {
+    std::env::var("TEST_PGBOUNCER_PORT").ok().and_then(|port| port.parse().ok())
 }
 
 impl Drop for TestApp {

@@ -34,13 +34,22 @@ pub struct Output {
 
 impl TestBinary {
     pub async fn new(backend: Backend) -> Self {
-        Self::with_upstreams(backend, Upstreams::simulator().await).await
+        Self::over(TestDb::new(backend).await, Upstreams::simulator().await).await
     }
 
     /// Over upstreams of the test's choosing (scripted mocks, when the simulator's fault table
     /// cannot make the case happen on cue).
     pub async fn with_upstreams(backend: Backend, upstreams: Upstreams) -> Self {
-        let (db, port) = (TestDb::new(backend).await, free_port());
+        Self::over(TestDb::new(backend).await, upstreams).await
+    }
+
+    /// Another replica: a binary of its own over `db` (which stays the owner's to drop).
+    pub async fn same_database_as(db: &TestDb) -> Self {
+        Self::over(db.shared(), Upstreams::simulator().await).await
+    }
+
+    async fn over(db: TestDb, upstreams: Upstreams) -> Self {
+        let port = free_port();
         let (users, products) = upstreams.urls();
         let env = [
             ("HTTP_ADDR", format!("127.0.0.1:{port}")),

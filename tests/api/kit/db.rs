@@ -26,6 +26,8 @@ pub struct TestDb {
     pub url: String,
     name: String,
     file: Option<PathBuf>,
+    /// Dropped with this handle; false for [`TestDb::shared`] handles.
+    owned: bool,
 }
 
 impl TestDb {
@@ -41,15 +43,21 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
-                Self { backend, url: format!("{base}/{name}"), name, file: None }
+                Self { backend, url: format!("{base}/{name}"), name, file: None, owned: true }
             }
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join("order-service-tests");
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let file = dir.join(format!("{name}.db"));
-                Self { backend, url: format!("sqlite://{}", file.display()), name, file: Some(file) }
+                Self { backend, url: format!("sqlite://{}", file.display()), name, file: Some(file), owned: true }
             }
         }
+    }
+
+    /// Another handle on the same database (a second replica's), which leaves it in place when
+    /// dropped: the first handle drops it.
+    pub fn shared(&self) -> TestDb {
+        Self { backend: self.backend, url: self.url.clone(), name: self.name.clone(), file: None, owned: false }
     }
 
     /// Runs one statement against the test database (to inspect or sabotage it).
@@ -109,6 +117,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Some(file) = &self.file {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));

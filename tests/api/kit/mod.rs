@@ -6,6 +6,7 @@
 //! - `binary`: the real `order-service` process, for signals, kills and its logs;
 //! - `broker`: a queue of the test's own on the real RabbitMQ, and a relay of the test's own;
 //! - `proxy`: a TCP proxy that cuts PostgreSQL or RabbitMQ for one test only;
+//! - `pgbouncer`: a PgBouncer of the test's own in transaction pooling mode;
 //! - `raw_http`: bytes on a socket, for what reqwest would refuse or tidy;
 //! - `metrics`: `/metrics` text read as a dashboard reads it;
 //! - `wait`: polling for what happens asynchronously, bounded, without timing assertions.
@@ -18,6 +19,7 @@ mod broker;
 mod db;
 mod metrics;
 mod otlp;
+mod pgbouncer;
 mod proxy;
 mod raw_http;
 mod upstreams;
@@ -29,6 +31,7 @@ pub use broker::{BROKER, TestConsumer, amqp_url, broker_relay, message_id, new_r
 pub use db::{Backend, TestDb, sample_order};
 pub use metrics::{label_values, sample, series};
 pub use otlp::{Collector, ReceivedSpan};
+pub use pgbouncer::PgBouncer;
 pub use proxy::CutProxy;
 pub use raw_http::{RawConnection, RawResponse, read_until_closed, unfinished_body, unfinished_head};
 pub use upstreams::{ADA, Upstreams, requests_to};

@@ -1,0 +1,115 @@
+//! A pass over several batches: the next batch is claimed and sent while the broker confirms
+//! the one before, and every batch is settled once.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::publisher::{Confirm, PublishError};
+use super::*;
+use crate::domain::OutboxRow;
+use crate::domain::outbox::{Claim, Settlement};
+use crate::telemetry::traces::propagation::TraceContext;
+
+/// Hands out prepared batches, one per claim, then empty claims; records each settlement.
+struct Batches {
+    queue: Mutex<VecDeque<Vec<OutboxRow>>>,
+    settled: Arc<Mutex<Vec<Settlement>>>,
+}
+
+struct Recorded {
+    rows: Vec<OutboxRow>,
+    settled: Arc<Mutex<Vec<Settlement>>>,
+}
+
+#[async_trait]
+impl Claim for Recorded {
+    fn rows(&self) -> &[OutboxRow] {
+        &self.rows
+    }
+    async fn settle(self: Box<Self>, settlement: &Settlement) -> Result<(), StoreError> {
+        self.settled.lock().expect("lock").push(settlement.clone());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OutboxStore for Batches {
+    async fn claim(&self, _: DateTime<Utc>, _: u32) -> Result<Box<dyn Claim>, StoreError> {
+        let rows = self.queue.lock().expect("lock").pop_front().unwrap_or_default();
+        Ok(Box::new(Recorded { rows, settled: Arc::clone(&self.settled) }))
+    }
+    async fn count_pending(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+    async fn announce(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Confirms the first batch only once a row of the second batch has been sent: a relay that
+/// waited for the first batch's confirms before sending the next would never see them.
+struct Gated {
+    second_batch: Vec<Uuid>,
+    second_sent: watch::Sender<bool>,
+}
+
+#[async_trait]
+impl Publish for Gated {
+    fn is_connected(&self) -> bool {
+        true
+    }
+    async fn send(&self, order_id: Uuid, _: &[u8], _: Option<&TraceContext>) -> Result<Confirm, PublishError> {
+        if self.second_batch.contains(&order_id) {
+            self.second_sent.send_replace(true);
+            return Ok(Box::pin(async { Ok(()) }));
+        }
+        let mut sent = self.second_sent.subscribe();
+        Ok(Box::pin(async move {
+            sent.wait_for(|sent| *sent).await.map_err(|_| PublishError::Connection("gone".into()))?;
+            Ok(())
+        }))
+    }
+    async fn close(&self) {}
+}
+
+struct GatedBroker(Vec<Uuid>);
+
+#[async_trait]
+impl Broker for GatedBroker {
+    async fn connect(&self) -> Result<Box<dyn Publish>, PublishError> {
+        Ok(Box::new(Gated { second_batch: self.0.clone(), second_sent: watch::channel(false).0 }))
+    }
+}
+
+fn row(id: i64) -> OutboxRow {
+    OutboxRow {
+        id,
+        order_id: Uuid::now_v7(),
+        payload: r#"{"order":{"order_id":"x"}}"#.into(),
+        created_at: Utc::now(),
+        attempts: 0,
+        trace: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_batch_is_sent_while_the_broker_confirms_the_one_before() {
+    let (first, second) = (vec![row(1), row(2)], vec![row(3), row(4)]);
+    let second_ids = second.iter().map(|r| r.order_id).collect();
+    let settled = Arc::new(Mutex::new(Vec::new()));
+    let outbox = Batches { queue: Mutex::new(VecDeque::from([first, second])), settled: Arc::clone(&settled) };
+    let settings = RelaySettings { batch_size: 2, ..RelaySettings::default() };
+    let mut relay = Relay::new(Arc::new(outbox), Arc::new(GatedBroker(second_ids)), settings);
+
+    let outcome = relay.relay_once().await.expect("no batch waits out the confirm timeout");
+    assert_eq!(outcome, RelayOutcome { claimed: 4, published: 4, failed: 0 });
+    let settled = settled.lock().expect("lock");
+    let published: Vec<Vec<i64>> = settled.iter().map(|s| s.published.clone()).collect();
+    assert_eq!(published, [vec![1, 2], vec![3, 4]], "each batch settled once, in order");
+    assert!(!relay.more_waiting, "the pass ended on an empty claim");
+}

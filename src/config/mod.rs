@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use env::ConfigError;
 use env::Env;
-pub use http::{HttpConfig, ShutdownConfig};
+pub use http::{HttpConfig, LimitAlgorithm, LimitConfig, ShutdownConfig};
 pub use source::{ENV_FILE, Source, is_reloadable};
 pub use store::{Backend, BrokerConfig, DatabaseConfig, RelaySettings};
 pub use telemetry::{Sampler, TracingConfig};

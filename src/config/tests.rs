@@ -21,6 +21,18 @@ fn defaults_match_the_design() {
     assert_eq!(c.http.metrics_addr, None);
     assert_eq!(c.http.max_in_flight, 128, "twice an upstream's bulkhead");
     assert_eq!(c.http.max_reads_in_flight, 128);
+    assert_eq!(c.http.write_limit, LimitConfig { algorithm: LimitAlgorithm::Gradient2, min: 16, max: 128 });
+    assert_eq!(c.http.shed_delay, Duration::from_millis(100));
+    let small =
+        load(&[("HTTP_MAX_IN_FLIGHT", "4"), ("HTTP_CONCURRENCY_ALGORITHM", "fixed"), ("HTTP_SHED_DELAY_MS", "0")]);
+    let small = small.expect("valid");
+    assert_eq!(
+        small.http.write_limit,
+        LimitConfig { algorithm: LimitAlgorithm::Fixed, min: 4, max: 4 },
+        "floor ≤ ceiling"
+    );
+    assert_eq!(small.http.shed_delay, Duration::ZERO);
+    assert!(load(&[("HTTP_CONCURRENCY_ALGORITHM", "fast")]).is_err());
     assert_eq!(c.http.first_byte_timeout, Duration::from_secs(10));
     assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
     assert_eq!(c.http.max_connections, 10_000, "below a typical file limit (20,000 on these machines)");

@@ -96,6 +96,7 @@ impl Application {
             metrics,
             draining: Arc::clone(&draining),
             keys: config.orders.idempotency,
+            replays: crate::http::replays::CompletedKeys::new(&config.orders.idempotency),
         };
         let listener = bind(config.http.addr).await?;
         let metrics = match config.http.metrics_addr {

@@ -24,12 +24,16 @@ pub fn init(tracer: Option<SdkTracer>) {
     let traced = Targets::new().with_target("order_service", tracing::Level::INFO);
     // Off: source location, thread name (a String per span) and busy/idle timings (two clock
     // reads per enter and exit): attributes nobody asked for, paid by every span, sampled or not.
+    // Context activation (making the span's OpenTelemetry context current on every enter, that
+    // is on every poll of an instrumented future) is off too: nothing here reads the current
+    // OpenTelemetry context; propagation asks the `tracing` span for its context.
     let otel = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(traced)
     });
     let registry = tracing_subscriber::registry().with(otel);

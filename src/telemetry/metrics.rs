@@ -4,7 +4,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Histogram, SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "http_server_requests_total";
@@ -32,6 +35,7 @@ pub const OUTBOX_LAG: &str = "outbox_publish_lag_seconds";
 pub const SPANS_EXPORTED: &str = "otel_spans_exported_total";
 pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
 pub const OPEN_CONNECTIONS: &str = "http_server_open_connections";
+pub const CONCURRENCY_LIMIT: &str = "http_server_concurrency_limit";
 
 /// Seconds: sub-millisecond (open-circuit rejections) up past the 2 s deadline.
 const BUCKETS: [f64; 16] =
@@ -104,6 +108,7 @@ fn describe() {
     describe_histogram!(OUTBOX_LAG, Unit::Seconds, "Time from an order's commit to its event's broker confirm.");
     describe_gauge!(OPEN_CONNECTIONS, "HTTP connections open now (lingering ones included), on every listener.");
     gauge!(OPEN_CONNECTIONS).increment(0.0);
+    describe_gauge!(CONCURRENCY_LIMIT, "The edge's adaptive limit on order writes in flight, now.");
 }
 
 /// One request served. `method` and `route` come from fixed lists (the caller maps anything
@@ -111,6 +116,19 @@ fn describe() {
 pub fn http_request(method: &'static str, route: &'static str, status: u16, elapsed: Duration) {
     counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status_label(status)).increment(1);
     histogram!(HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// The series [`http_request`] would update for one (method, route, status), as handles taken
+/// once: the load-shedding path counts its 503s without building a label set per request.
+pub fn http_request_handles(method: &'static str, route: &'static str, status: u16) -> (Counter, Histogram) {
+    let requests = counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status_label(status));
+    (requests, histogram!(HTTP_DURATION, "method" => method, "route" => route))
+}
+
+/// Sets `http_server_concurrency_limit` on every call, through a handle taken once.
+pub fn concurrency_limit() -> impl Fn(usize) + Send + Sync + 'static {
+    let gauge = gauge!(CONCURRENCY_LIMIT);
+    move |limit| gauge.set(limit as f64)
 }
 
 /// Series that dashboards and alerts read exist at zero from start-up (Prometheus'

@@ -20,6 +20,7 @@ mod migrations;
 mod orders;
 mod outage;
 mod outbox;
+mod overload;
 mod pooler;
 mod resilience;
 mod restart;

@@ -13,6 +13,9 @@ pub struct HttpConfig {
     /// `METRICS_ADDR`: when set, `/metrics` is served there (and not on the API port), so it can
     /// be bound to a private interface.
     pub metrics_addr: Option<SocketAddr>,
+    /// `ADMIN_ADDR`: when set, the admin API (breakers, reload) and `/metrics` are served there,
+    /// and `/metrics` no longer on the API port. Unset: no admin API at all.
+    pub admin_addr: Option<SocketAddr>,
     /// `HTTP_BODY_LIMIT_BYTES`: larger request bodies get 413 before they are read.
     pub body_limit_bytes: usize,
     /// `HTTP_BODY_READ_TIMEOUT_MS`: a request body that has not fully arrived within this gets 408.
@@ -50,13 +53,20 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     pub(super) fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let optional_addr = |var: &str| {
+            env.record_optional(var, env.get(var).map(|_| env.parse(var, "", "expected host:port")).transpose())
+        };
+        let metrics_addr: Option<SocketAddr> = optional_addr("METRICS_ADDR")?;
+        let admin_addr = optional_addr("ADMIN_ADDR")?;
+        if admin_addr.is_some() && admin_addr == metrics_addr {
+            let reason = "the same address as ADMIN_ADDR, which serves /metrics too: unset METRICS_ADDR".to_owned();
+            return Err(super::env::invalid("METRICS_ADDR", reason));
+        }
         let max_in_flight = env.number("HTTP_MAX_IN_FLIGHT", 128, 1..=1_000_000)?;
         Ok(Self {
             addr: env.parse("HTTP_ADDR", "127.0.0.1:8000", "expected host:port")?,
-            metrics_addr: env.record_optional(
-                "METRICS_ADDR",
-                env.get("METRICS_ADDR").map(|_| env.parse("METRICS_ADDR", "", "expected host:port")).transpose(),
-            )?,
+            metrics_addr,
+            admin_addr,
             body_limit_bytes: env.number("HTTP_BODY_LIMIT_BYTES", 16 * 1024, 256..=1 << 24)?,
             body_read_timeout: env.millis("HTTP_BODY_READ_TIMEOUT_MS", 10_000)?,
             max_in_flight,

@@ -190,3 +190,13 @@ fn the_session_url_defaults_to_the_database_url_and_a_pooler_can_turn_the_cache_
     .expect("valid");
     assert_eq!((c.database.session_url.as_str(), c.database.statement_cache_capacity), ("postgres://u@db:5432/db", 0));
 }
+
+#[test]
+fn a_reload_reads_every_variable_the_start_read_even_those_not_shown() {
+    let config =
+        load(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"), ("PRODUCT_MAX_ATTEMPTS", "2")]).expect("valid");
+    let base = &config.source.base;
+    assert_eq!(base.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").map(String::as_str), Some("http/protobuf"));
+    assert_eq!(base.get("PRODUCT_MAX_ATTEMPTS").map(String::as_str), Some("2"));
+    assert_eq!(config.reread().expect("valid again"), config, "nothing changed, nothing differs");
+}

@@ -66,6 +66,10 @@ pub enum ApiError {
     /// 503 `load-shed`: too many requests in flight; retry shortly.
     #[error("the service is overloaded; retry shortly")]
     Overloaded,
+    /// 422 `invalid-settings` (admin API): the settings to reload are invalid; the reason names
+    /// the variable. The settings in force are kept.
+    #[error("{0}")]
+    InvalidSettings(String),
     /// 500 `internal-error`: a bug (e.g. a caught panic).
     #[error("internal error: {0}")]
     Internal(String),
@@ -110,7 +114,7 @@ impl Spec {
 }
 
 /// Every problem type's slug: the domain of `orders_failed_total{reason}`, registered at zero.
-pub const SLUGS: [&str; 20] = [
+pub const SLUGS: [&str; 21] = [
     "malformed-request",
     "payload-too-large",
     "unsupported-media-type",
@@ -131,6 +135,7 @@ pub const SLUGS: [&str; 20] = [
     "upstream-error",
     "database-unavailable",
     "internal-error",
+    "invalid-settings",
 ];
 
 impl ApiError {
@@ -173,6 +178,9 @@ impl ApiError {
                 .retry_after(DEFAULT_RETRY_AFTER),
             ApiError::PlaceOrder(e) => place_order_spec(e),
             ApiError::Store(e) => store_spec(e),
+            ApiError::InvalidSettings(why) => {
+                Spec::new(S::UNPROCESSABLE_ENTITY, "invalid-settings", "Invalid settings", why.clone())
+            }
             ApiError::Internal(_) => {
                 Spec::new(S::INTERNAL_SERVER_ERROR, "internal-error", "Internal error", "an unexpected error occurred")
             }

@@ -1,5 +1,7 @@
-//! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI.
+//! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI, and the admin
+//! API on its own address.
 
+pub mod admin;
 pub mod admission;
 mod docs;
 pub mod error;

@@ -15,7 +15,7 @@ use super::idempotency::{self, IDEMPOTENT_REPLAYED, Placed};
 use super::replays::Replay;
 use crate::domain::order::rfc3339;
 use crate::domain::{ListFilter, MAX_PAGE};
-use crate::domain::{Order, ProductCode, UserId, ids};
+use crate::domain::{Order, ProductCode, Upstream, UserId, ids};
 use crate::telemetry::metrics;
 
 /// Page size when `limit` is not given.
@@ -46,6 +46,28 @@ pub struct OrderResponse {
     pub created_at: String,
     /// Whether the `order.created` event has been confirmed by the broker.
     pub published: bool,
+    /// The upstreams that were failing when the order was placed, whose last good answer
+    /// (at most `{PREFIX}_STALE_IF_ERROR_MS` old) was used instead (stale-if-error); `[]` when
+    /// both answers were live.
+    #[schema(example = json!([]))]
+    pub degraded: Vec<DegradedUpstream>,
+}
+
+/// An upstream whose stale answer placed the order.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DegradedUpstream {
+    User,
+    Product,
+}
+
+impl From<Upstream> for DegradedUpstream {
+    fn from(upstream: Upstream) -> Self {
+        match upstream {
+            Upstream::User => DegradedUpstream::User,
+            Upstream::Product => DegradedUpstream::Product,
+        }
+    }
 }
 
 impl From<Order> for OrderResponse {
@@ -59,6 +81,7 @@ impl From<Order> for OrderResponse {
             total_amount: order.total_amount,
             created_at: rfc3339(order.created_at),
             published: order.published,
+            degraded: order.degraded.into_iter().map(Into::into).collect(),
         }
     }
 }

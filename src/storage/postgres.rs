@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
-use super::row::{ClaimedRow, claimed, select_orders};
+use super::row::{ClaimedRow, claimed, degraded_column, select_orders};
 use super::sql::{Dialect, Queries, SqlStore};
 use crate::config::DatabaseConfig;
 use crate::domain::idempotency::KeyCompletion;
@@ -115,8 +115,8 @@ impl Dialect for Postgres {
                RETURNING 1), \
              o AS ( \
                INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
-                                   total_amount_cents, created_at) \
-               SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k) \
+                                   total_amount_cents, created_at, degraded) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $15 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k) \
                RETURNING id, created_at), \
              x AS ( \
                INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at, \
@@ -138,6 +138,7 @@ impl Dialect for Postgres {
         .bind(token)
         .bind(trace.map(|t| t.traceparent.as_str()))
         .bind(trace.and_then(|t| t.tracestate.as_deref()))
+        .bind(degraded_column(order))
         .persistent(store.persistent)
         .fetch_one(conn.get())
         .await?;

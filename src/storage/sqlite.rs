@@ -11,7 +11,7 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult};
 use sqlx::types::Json;
 
-use super::row::{ClaimedRow, claimed, select_orders};
+use super::row::{ClaimedRow, claimed, degraded_column, select_orders};
 use super::sql::{Dialect, Queries, SqlStore};
 use crate::config::DatabaseConfig;
 use crate::domain::idempotency::KeyCompletion;
@@ -90,7 +90,7 @@ impl Dialect for Sqlite {
         let mut tx = store.pool.begin().await?;
         sqlx::query(
             "INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
-             total_amount_cents, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             total_amount_cents, created_at, degraded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(order.id)
         .bind(&order.user_id)
@@ -99,6 +99,7 @@ impl Dialect for Sqlite {
         .bind(&order.product_name)
         .bind(order.total_amount.cents())
         .bind(order.created_at)
+        .bind(degraded_column(order))
         .execute(&mut *tx)
         .await?;
         sqlx::query(

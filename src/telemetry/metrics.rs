@@ -20,6 +20,11 @@ pub const BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
 pub const BREAKER_KEYS_OPEN: &str = "circuit_breaker_keys_open";
 pub const BREAKER_KEY_TRANSITIONS: &str = "circuit_breaker_key_transitions_total";
+pub const BREAKER_MODE: &str = "circuit_breaker_mode";
+pub const BREAKER_MODE_CHANGES: &str = "circuit_breaker_mode_changes_total";
+pub const UPSTREAM_HEDGES: &str = "upstream_hedges_total";
+pub const UPSTREAM_FALLBACKS: &str = "upstream_fallbacks_total";
+pub const CONFIG_RELOADS: &str = "config_reloads_total";
 pub const ORDERS_CREATED: &str = "orders_created_total";
 pub const ORDERS_FAILED: &str = "orders_failed_total";
 pub const ORDERS_REPLAYED: &str = "orders_replayed_total";
@@ -80,6 +85,20 @@ fn describe() {
         BREAKER_KEY_TRANSITIONS,
         "Per-key circuit breaker state changes, all keys of an upstream summed."
     );
+    describe_gauge!(
+        BREAKER_MODE,
+        "Who decides an upstream's breakers: 1 for the current mode (auto, forced_open, forced_closed)."
+    );
+    describe_counter!(
+        BREAKER_MODE_CHANGES,
+        "Breaker modes set by an operator (admin API), by upstream and the mode set."
+    );
+    describe_counter!(UPSTREAM_HEDGES, "Second attempts sent because the first was slow (hedged lookups).");
+    describe_counter!(
+        UPSTREAM_FALLBACKS,
+        "Lookups answered from the stale-if-error cache because the upstream failed."
+    );
+    describe_counter!(CONFIG_RELOADS, "Reloads of the resilience settings (admin API or SIGHUP), by result.");
     describe_counter!(ORDERS_CREATED, "Orders stored.");
     describe_counter!(ORDERS_FAILED, "Orders refused or failed, by reason (the problem type).");
     describe_counter!(ORDERS_REPLAYED, "Order responses replayed for a repeated Idempotency-Key (no new order).");
@@ -126,6 +145,26 @@ pub fn upstream_attempts_registered(upstream: &'static str, outcomes: &[&'static
 
 pub fn upstream_retries_registered(upstream: &'static str) {
     counter!(UPSTREAM_RETRIES, "upstream" => upstream).increment(0);
+    counter!(UPSTREAM_HEDGES, "upstream" => upstream).increment(0);
+}
+
+pub fn upstream_fallbacks_registered(upstream: &'static str) {
+    counter!(UPSTREAM_FALLBACKS, "upstream" => upstream).increment(0);
+}
+
+/// The mode gauge at `current` and the change counters at zero for every mode.
+pub fn breaker_modes_registered(upstream: &'static str, current: &'static str, all: &[&'static str]) {
+    breaker_mode(upstream, current, all);
+    for mode in all {
+        counter!(BREAKER_MODE_CHANGES, "upstream" => upstream, "mode" => *mode).increment(0);
+    }
+}
+
+/// The reload counter at zero for every result.
+pub fn config_reloads_registered(results: &[&'static str]) {
+    for result in results {
+        counter!(CONFIG_RELOADS, "result" => *result).increment(0);
+    }
 }
 
 /// Both transition counters, upstream-wide and per key, for every `(from, to)` a breaker makes.
@@ -206,6 +245,31 @@ pub fn breaker_transition(upstream: &'static str, from: &'static str, to: &'stat
 /// One key's breaker changed state; the key itself is logged, never a label.
 pub fn breaker_key_transition(upstream: &'static str, from: &'static str, to: &'static str) {
     counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => from, "to" => to).increment(1);
+}
+
+/// Sets the mode gauge: 1 for `current`, 0 for the other modes of `all`.
+pub fn breaker_mode(upstream: &'static str, current: &'static str, all: &[&'static str]) {
+    for mode in all {
+        gauge!(BREAKER_MODE, "upstream" => upstream, "mode" => *mode).set(f64::from(u8::from(*mode == current)));
+    }
+}
+
+/// An operator set an upstream's breaker mode.
+pub fn breaker_mode_changed(upstream: &'static str, mode: &'static str) {
+    counter!(BREAKER_MODE_CHANGES, "upstream" => upstream, "mode" => mode).increment(1);
+}
+
+pub fn upstream_hedge(upstream: &'static str) {
+    counter!(UPSTREAM_HEDGES, "upstream" => upstream).increment(1);
+}
+
+pub fn upstream_fallback(upstream: &'static str) {
+    counter!(UPSTREAM_FALLBACKS, "upstream" => upstream).increment(1);
+}
+
+/// A reload ended: `applied` (something changed), `unchanged` or `invalid` (old settings kept).
+pub fn config_reload(result: &'static str) {
+    counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
 
 pub fn breaker_keys_open(upstream: &'static str, open: usize) {

@@ -234,8 +234,10 @@ where
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        // No arguments: one simple-protocol round trip, which any pooler passes.
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // The simple query protocol: one round trip, which any pooler passes. `sqlx::query` would
+        // parse and bind in two round trips, between which PgBouncer in transaction pooling may
+        // hand the server connection to another client (readiness then fails at random).
+        sqlx::raw_sql("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 

@@ -132,30 +132,36 @@ fn backlog(n: usize) -> String {
 /// order creation → delivery to a consumer (≈ commit → confirm, plus the commit itself).
 async fn lag(what: &str, orders: Arc<dyn OrderStore>, rate: u64, seconds: u64) {
     let mut consumer = TestConsumer::bind().await;
+    // The ids are drawn up front so the receiver counts only this run's events: the broker is
+    // shared, and other tests' events on `orders` must neither stop it early nor be counted.
+    let planned: Vec<uuid::Uuid> = (0..rate * seconds).map(|_| sample_order().id).collect();
+    let ids: Arc<std::collections::HashSet<String>> = Arc::new(planned.iter().map(ToString::to_string).collect());
     // Received concurrently, stamped on arrival.
+    let expected = Arc::clone(&ids);
     let receiver = tokio::spawn(async move {
         let mut received = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 10);
-        while received.len() < (rate * seconds) as usize {
+        while received.len() < expected.len() {
             let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, consumer.next_delivery()).await else {
                 break;
             };
             let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
             let order = &body["payload"]["order"];
+            let id = order["order_id"].as_str().unwrap_or_default();
             let created = order["created_at"].as_str().unwrap_or_default();
             let Ok(created) = chrono::DateTime::parse_from_rfc3339(created) else { continue };
-            let lag = (chrono::Utc::now() - created.to_utc()).as_seconds_f64() * 1000.0;
-            received.push((order["order_id"].as_str().unwrap_or_default().to_owned(), lag));
+            if expected.contains(id) {
+                received.push((chrono::Utc::now() - created.to_utc()).as_seconds_f64() * 1000.0);
+            }
         }
         received
     });
-    let mut ids = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let (commits, mut committed) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..rate * seconds {
+    for id in planned {
         tick.tick().await;
-        let order = sample_order();
-        ids.insert(order.id.to_string());
+        let mut order = sample_order(); // created now: the lag starts here
+        order.id = id;
         let (orders, commits) = (Arc::clone(&orders), commits.clone());
         tokio::spawn(async move {
             orders.insert_order(&order, None).await.expect("insert");
@@ -163,8 +169,7 @@ async fn lag(what: &str, orders: Arc<dyn OrderStore>, rate: u64, seconds: u64) {
         });
     }
     drop(commits);
-    let received = receiver.await.expect("receiver");
-    let mut lags: Vec<f64> = received.iter().filter(|(id, _)| ids.contains(id)).map(|(_, lag)| *lag).collect();
+    let mut lags = receiver.await.expect("receiver");
     let mut commit_lags = Vec::new();
     while let Some(lag) = committed.recv().await {
         commit_lags.push(lag);

@@ -1,6 +1,6 @@
 //! Through PgBouncer (Debian's 1.18) in transaction pooling mode, with fewer server connections
 //! than the service's pool, so consecutive transactions of one pooled connection land on
-//! different server connections: orders, keyed orders, reads and the relay, all at once.
+//! different server connections: orders, keyed orders, reads, readiness and the relay, all at once.
 //! `DATABASE_STATEMENT_CACHE_CAPACITY=0` is what makes it work (with the default cache the
 //! named statements of one client collide with another's on a shared server connection);
 //! migrations and the relay's `LISTEN` go straight to PostgreSQL (`DATABASE_SESSION_URL`).
@@ -56,6 +56,10 @@ async fn orders_keys_reads_and_the_relay_work_through_pgbouncer_in_transaction_m
                 assert_eq!(read.json::<Value>().await.expect("json")["id"], created["id"]);
                 let list = http.get(format!("{base}/v1/orders?user_id={ADA}&limit=5")).send().await.expect("request");
                 assert_eq!(list.status(), 200);
+                // Readiness pings the database between other clients' statements: HAProxy takes a
+                // replica out of rotation on one 503, so a ping must survive the pooler too.
+                let ready = http.get(format!("{base}/health/ready")).send().await.expect("request");
+                assert_eq!(ready.status(), 200, "ready through the pooler: {}", ready.text().await.unwrap_or_default());
                 ids.push(id);
             }
             ids

@@ -1,7 +1,11 @@
-//! `order-service`: load config → init telemetry → build → serve until SIGINT/SIGTERM.
+//! `order-service`: load config → init telemetry → build → serve until SIGINT/SIGTERM;
+//! SIGHUP reloads the resilience settings (as `POST /admin/reload` does).
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use order_service::ops::Reload;
 use order_service::{Application, Config, telemetry};
 
 #[tokio::main]
@@ -21,6 +25,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything slow: SIGHUP's default action would end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // Metrics first: the span exporter registers its counters with the recorder.
     telemetry::metrics::install();
     let (tracer, traces) = telemetry::traces::start(&config.tracing).unzip();
@@ -33,6 +39,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match hangups {
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(hangups, app.reloader()));
+        }
+        Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be handled; reload through the admin API"),
+    }
     let served = app.run_until_stopped(shutdown_signal()).await;
     if let Some(traces) = traces {
         traces.shutdown(std::time::Duration::from_secs(2)).await;
@@ -58,6 +70,14 @@ fn print_config() -> ExitCode {
             eprintln!("order-service: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Each SIGHUP reloads the resilience settings; the reloader logs and counts the outcome.
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: Arc<dyn Reload>) {
+    while hangups.recv().await.is_some() {
+        let reloader = Arc::clone(&reloader);
+        let _ = tokio::task::spawn_blocking(move || reloader.reload("sighup")).await;
     }
 }
 

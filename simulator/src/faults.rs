@@ -18,11 +18,13 @@ use crate::server::Which;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
-    /// Answers later: `ms` plus a uniform `[0, jitter_ms]`.
+    /// `percent` of requests answer later: `ms` plus a uniform `[0, jitter_ms]`.
     Delay {
         ms: u64,
         #[serde(default)]
         jitter_ms: u64,
+        #[serde(default = "all")]
+        percent: u8,
     },
     /// `percent` of requests answer `status` (default 500).
     Errors {
@@ -104,7 +106,9 @@ impl NewFault {
                     return Err(InvalidFault::Status);
                 }
             }
-            Fault::Reset { percent } | Fault::Hang { percent } if *percent > 100 => return Err(InvalidFault::Percent),
+            Fault::Reset { percent } | Fault::Hang { percent } | Fault::Delay { percent, .. } if *percent > 100 => {
+                return Err(InvalidFault::Percent);
+            }
             Fault::Dribble { bytes_per_sec: 0 } => return Err(InvalidFault::Rate),
             Fault::Outage if self.key.is_some() => return Err(InvalidFault::KeyedOutage),
             _ => {}
@@ -189,7 +193,8 @@ impl Faults {
                 continue;
             }
             match f.fault {
-                Fault::Delay { ms, jitter_ms } => {
+                // A roll only when it can matter, so other faults' rolls stay as they were.
+                Fault::Delay { ms, jitter_ms, percent } if percent >= 100 || roll() < percent => {
                     let jitter = if jitter_ms == 0 { 0 } else { u64::from(roll()) * jitter_ms / 100 };
                     plan.extra_delay += Duration::from_millis(ms + jitter);
                 }
@@ -217,7 +222,7 @@ mod tests {
         let faults = Faults::default();
         let now = Instant::now();
         faults.add(new(Which::Products, Some("classic-box"), Fault::Errors { percent: 100, status: 503 }, None), now);
-        faults.add(new(Which::Products, None, Fault::Delay { ms: 100, jitter_ms: 0 }, None), now);
+        faults.add(new(Which::Products, None, Fault::Delay { ms: 100, jitter_ms: 0, percent: 100 }, None), now);
         let plan = faults.plan(Which::Products, "classic-box", now, || 0);
         assert_eq!((plan.status, plan.extra_delay), (Some(503), Duration::from_millis(100)));
         let other = faults.plan(Which::Products, "veggie-box", now, || 0);
@@ -232,6 +237,18 @@ mod tests {
         faults.add(new(Which::Users, None, Fault::Errors { percent: 50, status: 500 }, None), now);
         assert_eq!(faults.plan(Which::Users, "a", now, || 49).status, Some(500));
         assert_eq!(faults.plan(Which::Users, "a", now, || 50).status, None);
+    }
+
+    #[test]
+    fn a_delay_with_a_percent_slows_only_that_share() {
+        let faults = Faults::default();
+        let now = Instant::now();
+        faults.add(new(Which::Products, None, Fault::Delay { ms: 1000, jitter_ms: 0, percent: 5 }, None), now);
+        assert_eq!(faults.plan(Which::Products, "a", now, || 4).extra_delay, Duration::from_secs(1));
+        assert_eq!(faults.plan(Which::Products, "a", now, || 5).extra_delay, Duration::ZERO);
+        let slowed =
+            (0..100u8).filter(|&r| !faults.plan(Which::Products, "a", now, || r).extra_delay.is_zero()).count();
+        assert_eq!(slowed, 5, "5 of the 100 equally likely rolls");
     }
 
     #[test]
@@ -266,7 +283,7 @@ mod tests {
         let parsed: NewFault =
             serde_json::from_str(r#"{"upstream":"product","fault":{"type":"delay","ms":1500},"duration_ms":30000}"#)
                 .expect("json");
-        assert_eq!(parsed.fault, Fault::Delay { ms: 1500, jitter_ms: 0 });
+        assert_eq!(parsed.fault, Fault::Delay { ms: 1500, jitter_ms: 0, percent: 100 });
         assert_eq!(parsed.upstream, Which::Products);
     }
 }

@@ -1,7 +1,8 @@
 //! `upstream-sim`: serves the simulated user-service and product-service until stopped.
 //!
 //! Environment: `SIM_USERS_ADDR` (default 127.0.0.1:8082), `SIM_PRODUCTS_ADDR`
-//! (default 127.0.0.1:8081), `SIM_ADMIN_ADDR` (default 127.0.0.1:8083), `SIM_CATALOGUE` (a JSON file; default the built-in fault table).
+//! (default 127.0.0.1:8081), `SIM_ADMIN_ADDR` (default 127.0.0.1:8083), `SIM_CATALOGUE` (a JSON file; default the built-in fault table),
+//! `SIM_HONOUR_DEADLINE` (default `1`; `0` works on past the caller's `x-envoy-expected-rq-timeout-ms`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,6 +24,11 @@ fn config() -> Result<SimConfig, String> {
         products_addr: addr("SIM_PRODUCTS_ADDR", "127.0.0.1:8081")?,
         admin_addr: addr("SIM_ADMIN_ADDR", "127.0.0.1:8083")?,
         catalogue,
+        honour_deadline: match std::env::var("SIM_HONOUR_DEADLINE").as_deref() {
+            Ok("0") => false,
+            Ok("1") | Err(_) => true,
+            Ok(other) => return Err(format!("invalid SIM_HONOUR_DEADLINE: expected 0 or 1, got {other:?}")),
+        },
     })
 }
 

@@ -88,7 +88,7 @@ impl Supervisors {
 
 /// Binds every port, then serves in the background on the current runtime.
 pub async fn spawn(config: SimConfig) -> std::io::Result<RunningSim> {
-    let sim = Arc::new(Sim::new(&config.catalogue));
+    let sim = Arc::new(Sim::new(&config.catalogue, config.honour_deadline));
     let users = TcpListener::bind(config.users_addr).await?;
     let products = TcpListener::bind(config.products_addr).await?;
     let admin = TcpListener::bind(config.admin_addr).await?;

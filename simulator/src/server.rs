@@ -1,5 +1,13 @@
 //! The two simulated upstreams: answers from the catalogue, bent by any injected faults, plus
-//! counters that tests and experiments read (calls per key, requests in flight).
+//! counters that tests and experiments read (calls per key, requests in flight, work done).
+//!
+//! An answer's delay is the upstream's **work**. It runs on a task of its own, as a real
+//! server's does: a caller that hangs up does not stop it. What stops it is the caller's
+//! deadline, `x-envoy-expected-rq-timeout-ms` (Envoy's header: how long the caller will still
+//! wait): once that has passed, the work is abandoned — counted, with the time it would still
+//! have taken as saved — and the request is answered nothing more (the caller has stopped
+//! waiting; an answer, even an error, could only race its timeout). `SIM_HONOUR_DEADLINE=0`
+//! ignores the header, to measure what it saves.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -30,13 +38,21 @@ pub struct SimConfig {
     /// never locks out the call that ends it.
     pub admin_addr: SocketAddr,
     pub catalogue: Catalogue,
+    /// Whether work stops when the caller's `x-envoy-expected-rq-timeout-ms` has passed.
+    pub honour_deadline: bool,
 }
 
 impl SimConfig {
     /// The built-in fault table on random loopback ports: what tests want.
     pub fn ephemeral() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self { users_addr: any, products_addr: any, admin_addr: any, catalogue: Catalogue::builtin() }
+        Self {
+            users_addr: any,
+            products_addr: any,
+            admin_addr: any,
+            catalogue: Catalogue::builtin(),
+            honour_deadline: true,
+        }
     }
 }
 
@@ -46,11 +62,29 @@ struct Upstream {
     entries: HashMap<String, Entry>,
     /// Calls per requested key (known or not), in arrival order; drives the alternation too.
     calls: Mutex<HashMap<String, u64>>,
+    work: Mutex<Work>,
+}
+
+/// Work done and abandoned, in milliseconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Work {
+    done_ms: u64,
+    abandoned: u64,
+    saved_ms: u64,
 }
 
 impl Upstream {
     fn new(entries: &[Entry]) -> Self {
-        Self { entries: index(entries), calls: Mutex::new(HashMap::new()) }
+        Self { entries: index(entries), calls: Mutex::new(HashMap::new()), work: Mutex::default() }
+    }
+
+    fn worked(&self, done: Duration, saved: Duration) {
+        let mut work = self.work.lock().unwrap_or_else(|p| p.into_inner());
+        work.done_ms += done.as_millis() as u64;
+        if !saved.is_zero() {
+            work.abandoned += 1;
+            work.saved_ms += saved.as_millis() as u64;
+        }
     }
 
     /// Counts the call and returns its 1-based number for this key.
@@ -63,11 +97,19 @@ impl Upstream {
 
     fn snapshot(&self) -> UpstreamStats {
         let by_key = self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        UpstreamStats { total: by_key.values().sum(), by_key }
+        let work = *self.work.lock().unwrap_or_else(|p| p.into_inner());
+        UpstreamStats {
+            total: by_key.values().sum(),
+            by_key,
+            work_done_ms: work.done_ms,
+            abandoned: work.abandoned,
+            work_saved_ms: work.saved_ms,
+        }
     }
 
     fn reset(&self) {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.work.lock().unwrap_or_else(|p| p.into_inner()) = Work::default();
     }
 }
 
@@ -79,6 +121,8 @@ pub struct Sim {
     pub faults: Faults,
     in_flight: AtomicI64,
     max_in_flight: AtomicI64,
+    working: AtomicI64,
+    honour_deadline: bool,
 }
 
 /// Counters as `GET /__admin/stats` shows them.
@@ -89,22 +133,36 @@ pub struct Stats {
     pub in_flight: i64,
     /// The most requests ever in flight at once across both upstreams: proof of overlap.
     pub max_in_flight: i64,
+    /// Requests being worked on now (an answer's delay), their caller still waiting or not.
+    #[serde(default)]
+    pub working: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct UpstreamStats {
     pub total: u64,
     pub by_key: HashMap<String, u64>,
+    /// Time spent working on answers (their delays), finished or not.
+    #[serde(default)]
+    pub work_done_ms: u64,
+    /// Requests whose work stopped because the caller's deadline had passed.
+    #[serde(default)]
+    pub abandoned: u64,
+    /// The work those would still have taken.
+    #[serde(default)]
+    pub work_saved_ms: u64,
 }
 
 impl Sim {
-    pub fn new(catalogue: &Catalogue) -> Self {
+    pub fn new(catalogue: &Catalogue, honour_deadline: bool) -> Self {
         Self {
             users: Upstream::new(&catalogue.users),
             products: Upstream::new(&catalogue.products),
             faults: Faults::default(),
             in_flight: AtomicI64::new(0),
             max_in_flight: AtomicI64::new(0),
+            working: AtomicI64::new(0),
+            honour_deadline,
         }
     }
 
@@ -114,6 +172,7 @@ impl Sim {
             products: self.products.snapshot(),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
+            working: self.working.load(Ordering::SeqCst),
         }
     }
 
@@ -129,6 +188,41 @@ impl Sim {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         InFlight(Arc::clone(self))
     }
+
+    fn upstream(&self, which: Which) -> &Upstream {
+        match which {
+            Which::Users => &self.users,
+            Which::Products => &self.products,
+        }
+    }
+
+    /// Works `planned` on a task of its own, for at most the caller's `budget` (when the
+    /// deadline is honoured); whether the work was finished.
+    async fn work(self: &Arc<Self>, which: Which, planned: Duration, budget: Option<Duration>) -> bool {
+        if planned.is_zero() {
+            return true;
+        }
+        let spent = match budget {
+            Some(budget) if self.honour_deadline => planned.min(budget),
+            _ => planned,
+        };
+        let sim = Arc::clone(self);
+        let work = tokio::spawn(async move {
+            sim.working.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(spent).await;
+            sim.upstream(which).worked(spent, planned - spent);
+            sim.working.fetch_sub(1, Ordering::SeqCst);
+        });
+        work.await.is_ok() && spent == planned
+    }
+}
+
+/// Envoy's deadline header: the milliseconds the caller will still wait.
+pub const EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
+
+fn caller_budget(headers: &HeaderMap) -> Option<Duration> {
+    let ms: u64 = headers.get(EXPECTED_TIMEOUT)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_millis(ms))
 }
 
 /// Decrements the in-flight count however the request ends (answered or abandoned).
@@ -155,12 +249,9 @@ struct AppState {
     which: Which,
 }
 
-async fn answer(State(app): State<AppState>, Path(key): Path<String>) -> Response {
+async fn answer(State(app): State<AppState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
     let _guard = app.sim.enter();
-    let upstream = match app.which {
-        Which::Users => &app.sim.users,
-        Which::Products => &app.sim.products,
-    };
+    let upstream = app.sim.upstream(app.which);
     let call = upstream.count(&key);
     let plan = app.sim.faults.plan(app.which, &key, Instant::now(), || rand::random_range(0..100));
     if plan.hang {
@@ -170,7 +261,11 @@ async fn answer(State(app): State<AppState>, Path(key): Path<String>) -> Respons
         return reset();
     }
     let entry = upstream.entries.get(&key);
-    tokio::time::sleep(entry.map_or(Duration::ZERO, Entry::delay) + plan.extra_delay).await;
+    let planned = entry.map_or(Duration::ZERO, Entry::delay) + plan.extra_delay;
+    if !app.sim.work(app.which, planned, caller_budget(&headers)).await {
+        // The caller has stopped waiting: nothing more is sent (see the module doc).
+        return std::future::pending().await;
+    }
     let Some(entry) = entry else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
@@ -231,7 +326,7 @@ mod tests {
 
     #[test]
     fn alternation_starts_with_the_error_and_is_shared() {
-        let sim = Sim::new(&Catalogue::builtin());
+        let sim = Sim::new(&Catalogue::builtin(), true);
         assert_eq!(sim.users.count("e6f24d7d1c7e"), 1);
         assert_eq!(sim.users.count("e6f24d7d1c7e"), 2);
         assert_eq!(sim.users.count("nobody"), 1);

@@ -29,6 +29,7 @@ async fn each_script_injects_lists_and_restores() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("undo:"), "every script says how to undo: {}", text(&out));
     for (script, args) in [
+        ("delay", &["product", "1s", "--probability", "0.05"][..]),
         ("errors", &["user", "50", "503"][..]),
         ("outage", &["product", "--for", "5s"][..]),
         ("hang", &["user", "--key", "nobody"][..]),
@@ -40,7 +41,8 @@ async fn each_script_injects_lists_and_restores() {
     assert_eq!(
         faults,
         vec![
-            Fault::Delay { ms: 1500, jitter_ms: 0 },
+            Fault::Delay { ms: 1500, jitter_ms: 0, percent: 100 },
+            Fault::Delay { ms: 1000, jitter_ms: 0, percent: 5 },
             Fault::Errors { percent: 50, status: 503 },
             Fault::Outage,
             Fault::Hang { percent: 100 },
@@ -69,6 +71,8 @@ fn bad_arguments_and_remote_targets_are_refused_with_exit_2() {
     for (script, args) in [
         ("errors", &["user", "150"][..]),
         ("delay", &["product", "fast"][..]),
+        ("delay", &["product", "1s", "--probability", "5"][..]),
+        ("delay", &["product", "1s", "--probability", "0.005"][..]),
         ("outage", &["product", "--key", "x"][..]),
         ("delay", &["database", "1s"][..]),
     ] {

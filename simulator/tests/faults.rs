@@ -178,3 +178,57 @@ async fn an_outage_cuts_requests_in_flight() {
     let result = hung.await.expect("task");
     assert!(result.as_ref().is_err_and(|e| !e.is_timeout()), "the hung request was cut: {result:?}");
 }
+
+/// Waits (bounded) until no work is going on, and returns the stats.
+async fn after_the_work(sim: &RunningSim) -> upstream_sim::Stats {
+    for _ in 0..500 {
+        if sim.sim.stats().working == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sim.sim.stats()
+}
+
+/// family-box works 60 s; its caller says it waits 100 ms (and hangs up at 300 ms).
+async fn ask_for_the_family_box(sim: &RunningSim, http: &reqwest::Client, header: Option<&str>) {
+    let mut get = http.get(format!("{}/products/family-box", sim.products_url())).timeout(Duration::from_millis(300));
+    if let Some(ms) = header {
+        get = get.header("x-envoy-expected-rq-timeout-ms", ms);
+    }
+    let answer = get.send().await;
+    assert!(answer.is_err_and(|e| e.is_timeout()), "nothing is answered to a caller that stopped waiting");
+}
+
+#[tokio::test]
+async fn work_stops_once_the_callers_deadline_has_passed_and_is_counted_as_abandoned() {
+    let (sim, http) = sim().await;
+    ask_for_the_family_box(&sim, &http, Some("100")).await;
+    let stats = after_the_work(&sim).await;
+    assert_eq!(stats.working, 0, "the 60 s of work stopped at the caller's deadline");
+    let products = stats.products;
+    assert_eq!((products.abandoned, products.work_done_ms, products.work_saved_ms), (1, 100, 59_900));
+
+    // Work that fits in the caller's time is done and answered as usual.
+    let classic = http
+        .get(format!("{}/products/classic-box", sim.products_url()))
+        .header("x-envoy-expected-rq-timeout-ms", "800")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(classic.status(), 200);
+    let products = sim.sim.stats().products;
+    assert_eq!((products.abandoned, products.work_done_ms), (1, 300), "200 ms more work, nothing abandoned");
+}
+
+#[tokio::test]
+async fn without_the_header_or_when_told_to_ignore_it_the_work_goes_on_after_the_caller_left() {
+    let (sim, http) = sim().await;
+    ask_for_the_family_box(&sim, &http, None).await;
+    let ignoring =
+        upstream_sim::spawn(SimConfig { honour_deadline: false, ..SimConfig::ephemeral() }).await.expect("sim");
+    ask_for_the_family_box(&ignoring, &http, Some("100")).await;
+    for stats in [sim.sim.stats(), ignoring.sim.stats()] {
+        assert_eq!((stats.working, stats.products.abandoned), (1, 0), "a hang-up does not stop a real server's work");
+    }
+}

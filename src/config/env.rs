@@ -18,14 +18,17 @@ pub struct ConfigError {
 pub(super) struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     pub(super) seen: std::cell::RefCell<std::collections::BTreeMap<String, Option<String>>>,
+    /// Every name looked up, recorded or not (a reload must see the same variables again).
+    pub(super) asked: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl<'a> Env<'a> {
     pub(super) fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self { lookup, seen: Default::default() }
+        Self { lookup, seen: Default::default(), asked: Default::default() }
     }
 
     pub(super) fn get(&self, var: &str) -> Option<String> {
+        self.asked.borrow_mut().insert(var.to_owned());
         (self.lookup)(var).filter(|v| !v.trim().is_empty())
     }
 

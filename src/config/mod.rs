@@ -9,22 +9,26 @@
 //! - [`store`] — `DATABASE_*`, `AMQP_URL`, `OUTBOX_*`.
 //! - [`upstream`] — `USER_*`, `PRODUCT_*`: one entry per upstream.
 //! - [`telemetry`] — `OTEL_*`: trace export (the specification's variables).
+//! - [`source`] — `ORDER_SERVICE_ENV_FILE` over the environment, read again on reload.
 
 mod env;
 mod http;
+mod source;
 mod store;
 mod telemetry;
 mod upstream;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use env::ConfigError;
 use env::Env;
-pub use http::{HttpConfig, ShutdownConfig};
+pub use http::{HttpConfig, LimitAlgorithm, LimitConfig, ShutdownConfig};
+pub use source::{ENV_FILE, Source, is_reloadable};
 pub use store::{Backend, BrokerConfig, DatabaseConfig, RelaySettings};
 pub use telemetry::{Sampler, TracingConfig};
-pub use upstream::{BreakerConfig, KeyedConfig, StackConfig, UpstreamConfig, UpstreamsConfig};
+pub use upstream::{BreakerConfig, HedgeConfig, KeyedConfig, StackConfig, UpstreamConfig, UpstreamsConfig};
 
 /// Everything the service needs to start; see the README for each variable.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +40,11 @@ pub struct Config {
     pub upstreams: UpstreamsConfig,
     pub shutdown: ShutdownConfig,
     pub tracing: TracingConfig,
+    /// Where these settings were read from, to read them again on reload.
+    pub source: Source,
+    /// Every variable with the value in force (defaults included, passwords hidden): what
+    /// `--print-config` prints and what a reload compares.
+    pub values: BTreeMap<String, Option<String>>,
 }
 
 /// How an order is placed: its budget and its idempotency keys.
@@ -67,18 +76,40 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads variables through `lookup`, so tests need not touch the process environment.
+    /// Reads variables through `lookup` (tests need not touch the process environment), with
+    /// the `ORDER_SERVICE_ENV_FILE` it names, if any, over it.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::read(&Env::new(&lookup))
+        let file = lookup(ENV_FILE).filter(|v| !v.trim().is_empty()).map(|v| PathBuf::from(v.trim()));
+        let from_file = match &file {
+            Some(path) => source::read_env_file(path)?,
+            None => BTreeMap::new(),
+        };
+        let merged = |name: &str| from_file.get(name).cloned().or_else(|| lookup(name));
+        let env = Env::new(&merged);
+        let mut config = Self::read(&env)?;
+        env.record(ENV_FILE, file.as_ref().map(|path| path.display().to_string()));
+        let values = env.seen.into_inner();
+        // Also the variables read but not shown (e.g. OTEL_EXPORTER_OTLP_TRACES_PROTOCOL):
+        // without them a reload would read a different start-up environment.
+        let mut names = env.asked.into_inner();
+        names.extend(values.keys().cloned());
+        let base = names.into_iter().filter_map(|name| lookup(&name).map(|value| (name, value))).collect();
+        config.source = Source { base, file };
+        config.values = values;
+        Ok(config)
+    }
+
+    /// The settings as they read now: the start-up environment with the environment file
+    /// read again (what a reload puts in force, if valid).
+    pub fn reread(&self) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| self.source.base.get(name).cloned())
     }
 
     /// Every variable the service reads, with the value it would run with (the default when
     /// unset; `None` for an unset optional one; passwords redacted): `order-service
     /// --print-config`. The one source of the defaults for scripts, experiments and benchmarks.
     pub fn effective(lookup: impl Fn(&str) -> Option<String>) -> Result<BTreeMap<String, Option<String>>, ConfigError> {
-        let env = Env::new(&lookup);
-        Self::read(&env)?;
-        Ok(env.seen.into_inner())
+        Ok(Self::from_lookup(lookup)?.values)
     }
 
     fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
@@ -105,6 +136,8 @@ impl Config {
             upstreams: UpstreamsConfig::read(env)?,
             shutdown: ShutdownConfig::read(env)?,
             tracing: TracingConfig::read(env)?,
+            source: Source::default(),
+            values: BTreeMap::new(),
         })
     }
 }

@@ -21,6 +21,18 @@ fn defaults_match_the_design() {
     assert_eq!(c.http.metrics_addr, None);
     assert_eq!(c.http.max_in_flight, 128, "twice an upstream's bulkhead");
     assert_eq!(c.http.max_reads_in_flight, 128);
+    assert_eq!(c.http.write_limit, LimitConfig { algorithm: LimitAlgorithm::Fixed, min: 16, max: 128 });
+    assert_eq!(c.http.shed_delay, Duration::from_millis(100));
+    let small =
+        load(&[("HTTP_MAX_IN_FLIGHT", "4"), ("HTTP_CONCURRENCY_ALGORITHM", "fixed"), ("HTTP_SHED_DELAY_MS", "0")]);
+    let small = small.expect("valid");
+    assert_eq!(
+        small.http.write_limit,
+        LimitConfig { algorithm: LimitAlgorithm::Fixed, min: 4, max: 4 },
+        "floor ≤ ceiling"
+    );
+    assert_eq!(small.http.shed_delay, Duration::ZERO);
+    assert!(load(&[("HTTP_CONCURRENCY_ALGORITHM", "fast")]).is_err());
     assert_eq!(c.http.first_byte_timeout, Duration::from_secs(10));
     assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
     assert_eq!(c.http.max_connections, 10_000, "below a typical file limit (20,000 on these machines)");
@@ -177,4 +189,14 @@ fn the_session_url_defaults_to_the_database_url_and_a_pooler_can_turn_the_cache_
     ])
     .expect("valid");
     assert_eq!((c.database.session_url.as_str(), c.database.statement_cache_capacity), ("postgres://u@db:5432/db", 0));
+}
+
+#[test]
+fn a_reload_reads_every_variable_the_start_read_even_those_not_shown() {
+    let config =
+        load(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"), ("PRODUCT_MAX_ATTEMPTS", "2")]).expect("valid");
+    let base = &config.source.base;
+    assert_eq!(base.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").map(String::as_str), Some("http/protobuf"));
+    assert_eq!(base.get("PRODUCT_MAX_ATTEMPTS").map(String::as_str), Some("2"));
+    assert_eq!(config.reread().expect("valid again"), config, "nothing changed, nothing differs");
 }

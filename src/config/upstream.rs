@@ -53,6 +53,21 @@ pub struct StackConfig {
     /// How long a 404 is remembered (zero: not at all), and for how many keys at most.
     pub not_found_ttl: Duration,
     pub not_found_max_keys: usize,
+    /// When a slow lookup gets a second attempt.
+    pub hedge: HedgeConfig,
+    /// `{PREFIX}_STALE_IF_ERROR_MS`: the oldest last good answer that may place an order when
+    /// the upstream fails (zero: off), and for how many keys answers are kept.
+    pub stale_if_error: Duration,
+    pub stale_max_keys: usize,
+}
+
+/// Hedged lookups (`{PREFIX}_HEDGE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgeConfig {
+    /// Hedge after this percentile (50–99) of the upstream's recent good answers; 0: off.
+    pub percentile: u32,
+    /// Never hedge sooner than this, however fast the upstream lately is.
+    pub min_delay: Duration,
 }
 
 /// One circuit breaker's thresholds (the upstream-wide one, and each per-key one).
@@ -85,6 +100,11 @@ pub struct KeyedConfig {
     pub min_failing_keys: usize,
 }
 
+/// Default maximum staleness per upstream (docs/tail-latency.md argues for them): a user's name
+/// changes rarely and only labels the order, 10 minutes; a price may change, and an order must
+/// not be sold at a price much older than the one its customer saw in the basket, 5 minutes.
+const STALE_IF_ERROR_DEFAULTS: [(u64, &str); 2] = [(600_000, "USER"), (300_000, "PRODUCT")];
+
 /// `{prefix}_*` resilience settings; the defaults are argued for in the README.
 fn stack_config(env: &Env<'_>, prefix: &str) -> Result<StackConfig, ConfigError> {
     let var = |name: &str| format!("{prefix}_{name}");
@@ -111,6 +131,12 @@ fn stack_config(env: &Env<'_>, prefix: &str) -> Result<StackConfig, ConfigError>
         env.number(&var("BREAKER_KEY_MIN_CALLS"), 5, 1..=10_000)?,
         percent("BREAKER_KEY_FAILURE_RATE_PERCENT", 90)?,
     );
+    let hedge_percentile = env.number(&var("HEDGE_PERCENTILE"), 95, 0..=99)?;
+    if (1..50).contains(&hedge_percentile) {
+        let reason = format!("expected 0 (off) or a percentile from 50 to 99, got {hedge_percentile}");
+        return Err(super::env::invalid(&var("HEDGE_PERCENTILE"), reason));
+    }
+    let (stale_default, _) = STALE_IF_ERROR_DEFAULTS.iter().find(|(_, p)| *p == prefix).copied().unwrap_or((0, ""));
     Ok(StackConfig {
         attempt_timeout: env.millis(&var("ATTEMPT_TIMEOUT_MS"), 800)?,
         max_attempts: env.number(&var("MAX_ATTEMPTS"), 3, 1..=10)?,
@@ -123,6 +149,9 @@ fn stack_config(env: &Env<'_>, prefix: &str) -> Result<StackConfig, ConfigError>
         max_concurrent: env.number(&var("MAX_CONCURRENT"), 64, 1..=10_000)?,
         not_found_ttl: Duration::from_millis(env.number(&var("NOT_FOUND_TTL_MS"), 5_000, 0..=3_600_000)?),
         not_found_max_keys: env.number(&var("NOT_FOUND_MAX_KEYS"), 1024, 1..=1_000_000)?,
+        hedge: HedgeConfig { percentile: hedge_percentile, min_delay: env.millis(&var("HEDGE_MIN_DELAY_MS"), 50)? },
+        stale_if_error: Duration::from_millis(env.number(&var("STALE_IF_ERROR_MS"), stale_default, 0..=86_400_000)?),
+        stale_max_keys: env.number(&var("STALE_IF_ERROR_MAX_KEYS"), 10_000, 1..=1_000_000)?,
         breaker: KeyedConfig {
             upstream,
             per_key,

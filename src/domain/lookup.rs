@@ -43,6 +43,18 @@ pub trait Lookup<T>: Send + Sync {
     fn refusal(&self, key: &str) -> Option<UpstreamError>;
     /// The answer, within `deadline`.
     async fn fetch(&self, key: &str, deadline: Instant) -> Result<Option<T>, UpstreamError>;
+    /// The last good answer for `key`, if the adapter kept one younger than the upstream's
+    /// maximum staleness (`{PREFIX}_STALE_IF_ERROR_MS`); never after a 404 for it. Whether a
+    /// failed lookup may use it is the use case's decision ([`UpstreamError::allows_stale`]).
+    fn stale(&self, key: &str) -> Option<Stale<T>>;
+}
+
+/// An earlier good answer, kept for when the upstream fails (stale-if-error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale<T> {
+    pub value: T,
+    /// How long ago the upstream gave it.
+    pub age: Duration,
 }
 
 /// One failed upstream call, after the stack has done what it can.
@@ -104,6 +116,25 @@ impl UpstreamError {
         }
     }
 
+    /// Whether a last good answer may stand in for this failure (stale-if-error): the
+    /// upstream is unwell or unreachable — a 5xx, an unusable body, a timeout, a refused
+    /// connection, its open breaker, the retry budget spent on those. Never an answer the
+    /// upstream gave on purpose (a 404 is not an error at all; another 4xx or a 3xx says the
+    /// request is wrong), and never our own overload (bulkhead): that says nothing of the
+    /// upstream.
+    pub fn allows_stale(&self) -> bool {
+        match self {
+            UpstreamError::ServerError(_)
+            | UpstreamError::Timeout
+            | UpstreamError::DeadlineExceeded
+            | UpstreamError::Connect(_)
+            | UpstreamError::InvalidResponse(_)
+            | UpstreamError::CircuitOpen { .. } => true,
+            UpstreamError::RetryBudgetExhausted(last) => last.allows_stale(),
+            UpstreamError::UnexpectedStatus(_) | UpstreamError::BulkheadFull => false,
+        }
+    }
+
     /// Whether another attempt may help: connect errors, timeouts, 5xx and unusable bodies.
     /// Never a 4xx, never a local refusal (breaker, bulkhead, budget, deadline).
     pub fn is_retryable(&self) -> bool {
@@ -125,21 +156,23 @@ mod tests {
     fn classification_table() {
         use UpstreamError as E;
         let open = E::CircuitOpen { retry_after: Duration::from_secs(1) };
-        // (error, retryable, outcome)
+        // (error, retryable, outcome, stale answer allowed)
         let table = [
-            (E::ServerError(500), true, "server_error"),
-            (E::ServerError(429), true, "server_error"),
-            (E::Timeout, true, "timeout"),
-            (E::Connect("refused".into()), true, "connect_error"),
-            (E::InvalidResponse("json".into()), true, "invalid_response"),
-            (E::UnexpectedStatus(400), false, "invalid_response"),
-            (E::DeadlineExceeded, false, "timeout"),
-            (open, false, "rejected_open"),
-            (E::BulkheadFull, false, "rejected_bulkhead"),
-            (E::RetryBudgetExhausted(Box::new(E::ServerError(503))), false, "server_error"),
+            (E::ServerError(500), true, "server_error", true),
+            (E::ServerError(429), true, "server_error", true),
+            (E::Timeout, true, "timeout", true),
+            (E::Connect("refused".into()), true, "connect_error", true),
+            (E::InvalidResponse("json".into()), true, "invalid_response", true),
+            (E::UnexpectedStatus(400), false, "invalid_response", false),
+            (E::DeadlineExceeded, false, "timeout", true),
+            (open, false, "rejected_open", true),
+            (E::BulkheadFull, false, "rejected_bulkhead", false),
+            (E::RetryBudgetExhausted(Box::new(E::ServerError(503))), false, "server_error", true),
+            (E::RetryBudgetExhausted(Box::new(E::UnexpectedStatus(403))), false, "invalid_response", false),
         ];
-        for (error, retryable, outcome) in table {
+        for (error, retryable, outcome, stale) in table {
             assert_eq!(error.is_retryable(), retryable, "{error:?}");
+            assert_eq!(error.allows_stale(), stale, "{error:?}");
             assert_eq!(error.outcome(), outcome, "{error:?}");
             assert!(UpstreamError::OUTCOMES.contains(&outcome), "{outcome} is registered at zero");
         }

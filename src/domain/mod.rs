@@ -14,7 +14,7 @@ pub mod place_order;
 pub mod store;
 
 pub use ids::{InvalidId, ProductCode, UserId};
-pub use lookup::{Lookup, Upstream, UpstreamError};
+pub use lookup::{Lookup, Stale, Upstream, UpstreamError};
 pub use money::Money;
 pub use order::{Order, Product, User};
 pub use outbox::{OutboxRow, OutboxStore};

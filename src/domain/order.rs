@@ -5,6 +5,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::ids::{ProductCode, UserId};
+use super::lookup::Upstream;
 use super::money::Money;
 
 /// What user-service tells us about a user.
@@ -40,6 +41,9 @@ pub struct Order {
     /// Millisecond precision, so what is returned at creation equals what every backend reads back.
     pub created_at: DateTime<Utc>,
     pub published: bool,
+    /// The upstreams whose answer was a stale one (stale-if-error), in [`Upstream::ALL`]
+    /// order; empty when both answers were live.
+    pub degraded: Vec<Upstream>,
 }
 
 impl Order {
@@ -53,7 +57,14 @@ impl Order {
             total_amount: product.price,
             created_at: Utc::now().trunc_subsecs(3),
             published: false,
+            degraded: Vec::new(),
         }
+    }
+
+    /// The same order, placed with stale answers from `upstreams`.
+    pub fn degraded_by(mut self, upstreams: &[Upstream]) -> Self {
+        self.degraded = Upstream::ALL.into_iter().filter(|u| upstreams.contains(u)).collect();
+        self
     }
 
     /// The `payload` of the `order.created` event (docs/contracts.md); the relay adds the envelope.

@@ -15,6 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use super::store::StoreError;
+use crate::telemetry::traces::propagation::TraceContext;
 
 /// One claimed outbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
     /// Failed attempts so far, for the per-row backoff.
     pub attempts: i32,
+    /// The trace context of the request that placed the order, when it was traced.
+    pub trace: Option<TraceContext>,
 }
 
 /// A refused row: `attempts + 1`, `last_error`, retried not before `retry_at`.

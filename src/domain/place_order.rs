@@ -1,6 +1,8 @@
-//! The use case: look up the user and the product at once, then store the order with its event.
+//! The use case: look up the user and the product at once (a stale answer standing in for a
+//! failing upstream when allowed), then store the order with its event.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,6 +12,7 @@ use super::ids::{ProductCode, UserId};
 use super::lookup::{Lookup, Upstream, UpstreamError};
 use super::order::{Order, Product, User};
 use super::store::{OrderStore, StoreError};
+use crate::telemetry::metrics;
 
 /// Why an order was not placed. Each variant maps to one HTTP problem in `http::error`.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +38,14 @@ pub struct OrderService {
     users: Arc<dyn Lookup<User>>,
     products: Arc<dyn Lookup<Product>>,
     store: Arc<dyn OrderStore>,
-    deadline: Duration,
+    /// `ORDER_DEADLINE_MS`, in milliseconds; a reload may change it for the next orders.
+    deadline_ms: Arc<AtomicU64>,
+}
+
+/// A lookup's answer, live or stale.
+struct Looked<T> {
+    value: T,
+    stale: bool,
 }
 
 impl OrderService {
@@ -45,7 +55,16 @@ impl OrderService {
         store: Arc<dyn OrderStore>,
         deadline: Duration,
     ) -> Self {
-        Self { users, products, store, deadline }
+        for upstream in Upstream::ALL {
+            metrics::upstream_fallbacks_registered(upstream.as_str());
+        }
+        let deadline_ms = Arc::new(AtomicU64::new(deadline.as_millis() as u64));
+        Self { users, products, store, deadline_ms }
+    }
+
+    /// The deadline of the orders placed from now on (a reload).
+    pub fn set_deadline(&self, deadline: Duration) {
+        self.deadline_ms.store(deadline.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Fetches both upstreams concurrently within the deadline; the first definitive failure
@@ -53,6 +72,12 @@ impl OrderService {
     /// an open breaker refuses, fails the order before either fetch starts. Then order and
     /// outbox row commit in one transaction, together with the idempotency key's completion
     /// that `complete` makes from the new order.
+    ///
+    /// Stale-if-error: a lookup that fails because its upstream is unwell (a 5xx, a timeout,
+    /// no connection, an open breaker; [`UpstreamError::allows_stale`]) uses the upstream's last
+    /// good answer for that key when the adapter kept one young enough, and the order says so
+    /// in `degraded`. A 404 is an answer, never replaced. Without a stale answer the order fails
+    /// exactly as it would have.
     #[tracing::instrument(
         name = "place_order",
         skip_all,
@@ -64,42 +89,90 @@ impl OrderService {
         product_code: &ProductCode,
         complete: Option<&CompleteKey<'_>>,
     ) -> Result<Order, PlaceOrderError> {
-        let deadline = Instant::now() + self.deadline;
+        let deadline = Instant::now() + Duration::from_millis(self.deadline_ms.load(Ordering::Relaxed));
         if self.products.known_unknown(product_code.as_str()) {
             return Err(PlaceOrderError::UnknownProduct);
         }
         if self.users.known_unknown(user_id.as_str()) {
             return Err(PlaceOrderError::UnknownUser);
         }
-        if let Some(source) = self.products.refusal(product_code.as_str()) {
-            return Err(upstream_failure(Upstream::Product, source));
-        }
-        if let Some(source) = self.users.refusal(user_id.as_str()) {
-            return Err(upstream_failure(Upstream::User, source));
-        }
+        let product_refused = match self.products.refusal(product_code.as_str()) {
+            Some(refused) => Some(stand_in(Upstream::Product, &*self.products, product_code.as_str(), refused)?),
+            None => None,
+        };
+        let user_refused = match self.users.refusal(user_id.as_str()) {
+            Some(refused) => Some(stand_in(Upstream::User, &*self.users, user_id.as_str(), refused)?),
+            None => None,
+        };
         let user = async {
-            match self.users.fetch(user_id.as_str(), deadline).await {
-                Ok(Some(user)) => Ok(user),
-                Ok(None) => Err(PlaceOrderError::UnknownUser),
-                Err(source) => Err(upstream_failure(Upstream::User, source)),
+            match user_refused {
+                Some(stale) => Ok(stale),
+                None => look_up(Upstream::User, &*self.users, user_id.as_str(), deadline).await,
             }
         };
         let product = async {
-            match self.products.fetch(product_code.as_str(), deadline).await {
-                Ok(Some(product)) => Ok(product),
-                Ok(None) => Err(PlaceOrderError::UnknownProduct),
-                Err(source) => Err(upstream_failure(Upstream::Product, source)),
+            match product_refused {
+                Some(stale) => Ok(stale),
+                None => look_up(Upstream::Product, &*self.products, product_code.as_str(), deadline).await,
             }
         };
-        let (user, product) = tokio::time::timeout_at(deadline, async { tokio::try_join!(user, product) })
-            .await
-            .map_err(|_| PlaceOrderError::DeadlineExceeded)??;
-        let order = Order::new(user_id, product_code, &user, &product);
+        let (user, product) = tokio::try_join!(user, product)?;
+        let degraded: Vec<Upstream> = [(Upstream::User, user.stale), (Upstream::Product, product.stale)]
+            .into_iter()
+            .filter(|(_, s)| *s)
+            .map(|(u, _)| u)
+            .collect();
+        let order = Order::new(user_id, product_code, &user.value, &product.value).degraded_by(&degraded);
         tracing::Span::current().record("order_id", tracing::field::display(order.id));
         let completion = complete.map(|complete| complete(&order));
         self.store.insert_order(&order, completion.as_ref()).await?;
         Ok(order)
     }
+}
+
+/// One lookup within the deadline (each bounds its own wait, so a stale answer can still stand
+/// in for one cut off by the deadline); a 404 is the upstream's definitive "unknown".
+async fn look_up<T: Send>(
+    upstream: Upstream,
+    lookup: &dyn Lookup<T>,
+    key: &str,
+    deadline: Instant,
+) -> Result<Looked<T>, PlaceOrderError> {
+    let fetched = tokio::time::timeout_at(deadline, lookup.fetch(key, deadline))
+        .await
+        .unwrap_or(Err(UpstreamError::DeadlineExceeded));
+    match fetched {
+        Ok(Some(value)) => Ok(Looked { value, stale: false }),
+        Ok(None) => Err(match upstream {
+            Upstream::User => PlaceOrderError::UnknownUser,
+            Upstream::Product => PlaceOrderError::UnknownProduct,
+        }),
+        Err(error) => stand_in(upstream, lookup, key, error),
+    }
+}
+
+/// The last good answer in place of a failed lookup, when the failure allows one and the
+/// adapter kept one; otherwise the failure itself. Counted as `upstream_fallbacks_total`.
+fn stand_in<T>(
+    upstream: Upstream,
+    lookup: &dyn Lookup<T>,
+    key: &str,
+    error: UpstreamError,
+) -> Result<Looked<T>, PlaceOrderError> {
+    if error.allows_stale()
+        && let Some(stale) = lookup.stale(key)
+    {
+        metrics::upstream_fallback(upstream.as_str());
+        tracing::warn!(
+            upstream = upstream.as_str(),
+            key,
+            age_ms = stale.age.as_millis() as u64,
+            error = %error,
+            "upstream failed: its last good answer stands in (stale-if-error)"
+        );
+        return Ok(Looked { value: stale.value, stale: true });
+    }
+    Err(upstream_failure(upstream, error))
 }
 
 fn upstream_failure(upstream: Upstream, source: UpstreamError) -> PlaceOrderError {
@@ -110,182 +183,5 @@ fn upstream_failure(upstream: Upstream, source: UpstreamError) -> PlaceOrderErro
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use async_trait::async_trait;
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::domain::Money;
-    use crate::domain::idempotency::{KeyClaim, KeyLease, KeyTimes};
-    use crate::domain::store::ListFilter;
-
-    /// These tests fail before storage; a store call would be a bug.
-    struct NoStore;
-
-    #[async_trait]
-    impl OrderStore for NoStore {
-        async fn insert_order(&self, _: &Order, _: Option<&KeyCompletion>) -> Result<(), StoreError> {
-            unreachable!("the order must fail before it is stored")
-        }
-        async fn claim_key(&self, _: &KeyLease, _: &str, _: KeyTimes) -> Result<KeyClaim, StoreError> {
-            unreachable!()
-        }
-        async fn release_key(&self, _: &KeyLease) -> Result<(), StoreError> {
-            unreachable!()
-        }
-        async fn purge_keys(&self, _: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
-            unreachable!()
-        }
-        async fn get_order(&self, _: Uuid) -> Result<Option<Order>, StoreError> {
-            unreachable!()
-        }
-        async fn list_orders(&self, _: &ListFilter) -> Result<Vec<Order>, StoreError> {
-            unreachable!()
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            unreachable!()
-        }
-        fn backend(&self) -> &'static str {
-            "none"
-        }
-    }
-
-    /// A scripted lookup: answers `answer` after `delay`, or refuses / knows the key unknown at
-    /// once; records whether a fetch started and whether it was dropped before it finished.
-    struct Scripted<T> {
-        delay: Duration,
-        answer: Option<Result<Option<T>, UpstreamError>>,
-        refusal: Option<UpstreamError>,
-        known_unknown: bool,
-        started: Arc<AtomicBool>,
-        cancelled: Arc<AtomicBool>,
-    }
-
-    /// Sets its flag when dropped: proof that a lookup's future was cancelled.
-    struct DropFlag(Arc<AtomicBool>);
-    impl Drop for DropFlag {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-
-    #[async_trait]
-    impl<T: Clone + Send + Sync> Lookup<T> for Scripted<T> {
-        fn known_unknown(&self, _: &str) -> bool {
-            self.known_unknown
-        }
-        fn refusal(&self, _: &str) -> Option<UpstreamError> {
-            self.refusal.clone()
-        }
-        async fn fetch(&self, _: &str, _: Instant) -> Result<Option<T>, UpstreamError> {
-            self.started.store(true, Ordering::SeqCst);
-            let flag = DropFlag(Arc::clone(&self.cancelled));
-            tokio::time::sleep(self.delay).await;
-            std::mem::forget(flag);
-            self.answer.clone().unwrap_or(Ok(None))
-        }
-    }
-
-    fn answering<T>(delay: Duration, answer: Result<Option<T>, UpstreamError>) -> Scripted<T> {
-        Scripted {
-            delay,
-            answer: Some(answer),
-            refusal: None,
-            known_unknown: false,
-            started: Arc::default(),
-            cancelled: Arc::default(),
-        }
-    }
-
-    fn service(users: Scripted<User>, products: Scripted<Product>) -> OrderService {
-        OrderService::new(Arc::new(users), Arc::new(products), Arc::new(NoStore), Duration::from_secs(2))
-    }
-
-    fn ids() -> (UserId, ProductCode) {
-        (UserId::parse("7c11e1ce2741").expect("id"), ProductCode::parse("classic-box").expect("code"))
-    }
-
-    fn ada() -> User {
-        User { first_name: "Ada".into(), last_name: "Lovelace".into() }
-    }
-
-    fn classic() -> Product {
-        Product { name: "Classic Box".into(), price: Money::from_cents(999).expect("price") }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refused_lookup_fails_the_order_before_any_lookup_starts() {
-        let users = answering(Duration::from_millis(300), Ok(Some(ada())));
-        let user_started = Arc::clone(&users.started);
-        let open = UpstreamError::CircuitOpen { retry_after: Duration::from_secs(3) };
-        let products = Scripted { refusal: Some(open), ..answering(Duration::ZERO, Ok(Some(classic()))) };
-        let product_started = Arc::clone(&products.started);
-        let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code, None).await;
-        assert!(
-            matches!(
-                result,
-                Err(PlaceOrderError::Upstream {
-                    upstream: Upstream::Product,
-                    source: UpstreamError::CircuitOpen { .. }
-                })
-            ),
-            "{result:?}"
-        );
-        assert!(!user_started.load(Ordering::SeqCst), "no user lookup for an order refused anyway");
-        assert!(!product_started.load(Ordering::SeqCst));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_id_known_unknown_fails_the_order_before_either_lookup() {
-        let users = Scripted { known_unknown: true, ..answering(Duration::ZERO, Ok(None)) };
-        let user_started = Arc::clone(&users.started);
-        let products = answering(Duration::ZERO, Ok(Some(classic())));
-        let product_started = Arc::clone(&products.started);
-        let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code, None).await;
-        assert!(matches!(result, Err(PlaceOrderError::UnknownUser)), "{result:?}");
-        assert!(!user_started.load(Ordering::SeqCst) && !product_started.load(Ordering::SeqCst));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_definitive_failure_cancels_the_other_lookup_at_once() {
-        let users = answering(Duration::from_secs(10), Ok(Some(ada())));
-        let user_cancelled = Arc::clone(&users.cancelled);
-        let products = answering::<Product>(Duration::from_millis(5), Ok(None));
-        let started = Instant::now();
-        let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code, None).await;
-        assert!(matches!(result, Err(PlaceOrderError::UnknownProduct)), "{result:?}");
-        assert_eq!(started.elapsed(), Duration::from_millis(5), "answered when the product failed");
-        assert!(user_cancelled.load(Ordering::SeqCst), "the user lookup was dropped, not awaited");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn hanging_lookups_end_exactly_at_the_deadline() {
-        let users = answering(Duration::from_secs(60), Ok(Some(ada())));
-        let products = answering(Duration::from_secs(60), Ok(Some(classic())));
-        let started = Instant::now();
-        let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code, None).await;
-        assert!(matches!(result, Err(PlaceOrderError::DeadlineExceeded)), "{result:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(2));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_upstream_error_names_its_upstream() {
-        let users = answering(Duration::from_millis(300), Err(UpstreamError::ServerError(500)));
-        let products = answering::<Product>(Duration::from_secs(60), Ok(None));
-        let (user_id, code) = ids();
-        let result = service(users, products).place_order(&user_id, &code, None).await;
-        assert!(
-            matches!(
-                result,
-                Err(PlaceOrderError::Upstream { upstream: Upstream::User, source: UpstreamError::ServerError(500) })
-            ),
-            "{result:?}"
-        );
-    }
-}
+#[path = "place_order_tests.rs"]
+mod tests;

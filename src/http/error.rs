@@ -4,8 +4,10 @@
 //! body: they ride in the response extensions as [`ProblemCause`] and are logged once by the
 //! request middleware.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -64,6 +66,10 @@ pub enum ApiError {
     /// 503 `load-shed`: too many requests in flight; retry shortly.
     #[error("the service is overloaded; retry shortly")]
     Overloaded,
+    /// 422 `invalid-settings` (admin API): the settings to reload are invalid; the reason names
+    /// the variable. The settings in force are kept.
+    #[error("{0}")]
+    InvalidSettings(String),
     /// 500 `internal-error`: a bug (e.g. a caught panic).
     #[error("internal error: {0}")]
     Internal(String),
@@ -108,7 +114,7 @@ impl Spec {
 }
 
 /// Every problem type's slug: the domain of `orders_failed_total{reason}`, registered at zero.
-pub const SLUGS: [&str; 20] = [
+pub const SLUGS: [&str; 21] = [
     "malformed-request",
     "payload-too-large",
     "unsupported-media-type",
@@ -129,6 +135,7 @@ pub const SLUGS: [&str; 20] = [
     "upstream-error",
     "database-unavailable",
     "internal-error",
+    "invalid-settings",
 ];
 
 impl ApiError {
@@ -171,6 +178,9 @@ impl ApiError {
                 .retry_after(DEFAULT_RETRY_AFTER),
             ApiError::PlaceOrder(e) => place_order_spec(e),
             ApiError::Store(e) => store_spec(e),
+            ApiError::InvalidSettings(why) => {
+                Spec::new(S::UNPROCESSABLE_ENTITY, "invalid-settings", "Invalid settings", why.clone())
+            }
             ApiError::Internal(_) => {
                 Spec::new(S::INTERNAL_SERVER_ERROR, "internal-error", "Internal error", "an unexpected error occurred")
             }
@@ -255,30 +265,56 @@ fn store_spec(error: &StoreError) -> Spec {
     }
 }
 
+/// The 503 `load-shed` answer as [`ApiError::Overloaded`] renders it, built once: what the
+/// shedding path sends (a copy of these bytes, nothing serialised per request).
+static SHED_BODY: LazyLock<Bytes> = LazyLock::new(|| {
+    let spec = ApiError::Overloaded.spec();
+    Bytes::from(problem_body(&ApiError::Overloaded, spec))
+});
+
+/// A fresh 503 `load-shed` response from the precomputed body and static headers, equal to
+/// `ApiError::Overloaded.into_response()` but for the internal cause (nothing to log: shed
+/// requests are counted, not logged one by one).
+pub fn shed_response() -> Response {
+    let mut response = Response::new(Body::from(Bytes::clone(&SHED_BODY)));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+fn problem_body(error: &ApiError, spec: Spec) -> Vec<u8> {
+    let errors = match error {
+        ApiError::InvalidInput(errors) => Some(errors.clone()),
+        _ => None,
+    };
+    let problem = Problem {
+        type_: format!("/problems/{}", spec.slug),
+        title: spec.title,
+        status: spec.status.as_u16(),
+        detail: spec.detail,
+        errors,
+    };
+    serde_json::to_vec(&problem).unwrap_or_default()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let spec = self.spec();
-        let errors = match &self {
-            ApiError::InvalidInput(errors) => Some(errors.clone()),
-            _ => None,
-        };
-        let problem = Problem {
-            type_: format!("/problems/{}", spec.slug),
-            title: spec.title,
-            status: spec.status.as_u16(),
-            detail: spec.detail,
-            errors,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (spec.status, body).into_response();
+        let (status, retry_after) = (spec.status, spec.retry_after);
+        let body = problem_body(&self, spec);
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(after) = spec.retry_after {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(after) = retry_after {
             // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        if spec.status.is_server_error() {
+        if status.is_server_error() {
             response.extensions_mut().insert(ProblemCause(self.to_string()));
         }
         response

@@ -47,6 +47,7 @@ async fn each_failure_maps_to_the_design_table() {
         (upstream(UpstreamError::UnexpectedStatus(400)), 502, "upstream-error", false),
         (StoreError::Unavailable("pool timed out".into()).into(), 503, "database-unavailable", true),
         (StoreError::Query("no rows".into()).into(), 500, "internal-error", false),
+        (ApiError::InvalidSettings("invalid X: y".into()), 422, "invalid-settings", false),
     ];
     for (error, status, slug, has_retry_after) in cases {
         let name = format!("{error:?}");
@@ -123,6 +124,7 @@ fn api_error() -> impl Strategy<Value = ApiError> {
         (0..100_000u64).prop_map(|ms| ApiError::KeyInFlight { retry_after: Duration::from_millis(ms) }),
         LazyJust::new(|| ApiError::BodyTimeout),
         LazyJust::new(|| ApiError::Overloaded),
+        ".*".prop_map(ApiError::InvalidSettings),
         ".*".prop_map(|s| ApiError::Internal(format!("{SECRET}{s}"))),
         LazyJust::new(|| ApiError::PlaceOrder(PlaceOrderError::UnknownUser)),
         LazyJust::new(|| ApiError::PlaceOrder(PlaceOrderError::UnknownProduct)),
@@ -141,7 +143,7 @@ proptest! {
     /// internal text; the internal cause is kept (for the log) on every 5xx.
     #[test]
     fn every_failure_renders_a_well_formed_problem_without_internal_text(error in api_error()) {
-        let client_text = matches!(error, ApiError::MalformedRequest(_));
+        let client_text = matches!(error, ApiError::MalformedRequest(_) | ApiError::InvalidSettings(_));
         let name = format!("{error:?}");
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let (status, retry, body, has_cause) = runtime.block_on(render(error));

@@ -34,8 +34,12 @@ pub struct Ready {
 pub struct BreakerReport {
     /// `user` or `product`.
     pub upstream: &'static str,
-    /// The upstream-wide breaker: `closed`, `open` or `half_open`.
+    /// The upstream-wide breaker: `closed`, `open` or `half_open` (a forced breaker reads as
+    /// what it does).
     pub state: &'static str,
+    /// `auto`, or `forced_open` / `forced_closed` while an operator holds it (admin API).
+    #[schema(example = "auto")]
+    pub mode: &'static str,
     /// Per-key breakers currently open or half-open.
     pub keys_open: usize,
 }
@@ -79,7 +83,12 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Ready>) {
         .iter()
         .map(|panel| {
             let report = panel.report();
-            BreakerReport { upstream: report.upstream, state: report.state, keys_open: report.keys_open }
+            BreakerReport {
+                upstream: report.upstream,
+                state: report.state,
+                mode: report.mode.as_str(),
+                keys_open: report.keys_open,
+            }
         })
         .collect();
     let draining = app.draining.load(Ordering::Relaxed);

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use super::replays::CompletedKey;
 use crate::domain::OrderStore;
 use crate::domain::idempotency::{IdempotencyKey, InvalidKey, KeyClaim, KeyCompletion, KeyLease, StoredResponse};
 use crate::domain::place_order::CompleteKey;
@@ -72,10 +73,26 @@ pub async fn place_once(
     let complete: &CompleteKey<'_> =
         &|order: &Order| KeyCompletion { lease: lease.clone(), status: 201, body: render(order) };
     let placed = app.orders.place_order(user_id, product_code, Some(complete)).await;
-    if placed.is_ok() {
+    if let Ok(order) = &placed {
         guard.disarm();
+        let response = StoredResponse { status: 201, order_id: order.id, body: render(order) };
+        app.replays.remember(&lease.key, fingerprint, response);
     }
     Ok(Placed::New(placed?))
+}
+
+/// A keyed request whose key this replica completed ([`crate::http::replays`]): the same order
+/// replays the stored answer, another order is a 422 — what the database would have said.
+pub fn replay_from_memory(
+    completed: &CompletedKey,
+    user_id: &UserId,
+    product_code: &ProductCode,
+) -> Result<Placed, ApiError> {
+    if idempotency::fingerprint(user_id.as_str(), product_code.as_str()) == completed.fingerprint {
+        Ok(Placed::Replayed(completed.response.clone()))
+    } else {
+        Err(ApiError::KeyReused)
+    }
 }
 
 /// Releases the key unless disarmed: on failure, and also when the client goes away and the

@@ -1,5 +1,7 @@
-//! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI.
+//! The HTTP layer: routes, extractors, problem+json errors, health and OpenAPI, and the admin
+//! API on its own address.
 
+pub mod admin;
 pub mod admission;
 mod docs;
 pub mod error;
@@ -9,6 +11,7 @@ pub mod idempotency;
 mod observe;
 pub mod openapi;
 pub mod orders;
+pub mod replays;
 pub mod serve;
 
 use std::any::Any;
@@ -50,16 +53,21 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// How long idempotency keys are leased and kept.
     pub keys: IdempotencyConfig,
+    /// The keys this replica completed, so their replays are cheap ([`replays`]).
+    pub replays: replays::CompletedKeys,
 }
 
 /// The whole API, with `/metrics` unless it has an address of its own ([`metrics_router`]).
-/// Layers, outermost first: request id (kept if the client sent a short plain one) → echo it on the
+/// Layers, outermost first: a `/v1` request whose limit is full is refused at once
+/// ([`admission::shed`]) → request id (kept if the client sent a short plain one) → echo it on the
 /// response → span + log line + metrics → panics become 500 problems; the `/v1` routes also
 /// pass [`admission`] (separate read and write limits; a write's body is read before its permit).
 pub fn router(state: AppState, limits: &HttpConfig, with_metrics: bool) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let body = BodyLimits { max_bytes: limits.body_limit_bytes, read_timeout: limits.body_read_timeout };
-    let gate = Admission::new(limits.max_reads_in_flight, limits.max_in_flight, body);
+    let on_change = Box::new(crate::telemetry::metrics::concurrency_limit());
+    let gate = Admission::new(limits.max_reads_in_flight, &limits.write_limit, body, on_change);
+    let shed = admission::shed::ShedLayer::new(&gate, limits.shed_delay, state.replays.clone());
     let api = Router::new()
         .route("/v1/orders", post(orders::create_order).get(orders::list_orders))
         .route("/v1/order", post(orders::create_order_legacy))
@@ -87,6 +95,7 @@ pub fn router(state: AppState, limits: &HttpConfig, with_metrics: bool) -> Route
                 .layer(middleware::from_fn(observe::observe))
                 .layer(CatchPanicLayer::custom(panic_to_problem)),
         )
+        .layer(shed)
         .with_state(state)
 }
 

@@ -71,8 +71,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
         span.record("otel.status_code", "ERROR");
     }
     // W3C Trace Context level 2 `traceresponse`: the client learns which trace its request was.
-    if let Some((traceparent, _)) = span.in_scope(propagation::current)
-        && let Ok(value) = HeaderValue::try_from(traceparent)
+    if let Some(context) = propagation::of(&span)
+        && let Ok(value) = HeaderValue::try_from(context.traceparent)
     {
         response.headers_mut().insert("traceresponse", value);
     }
@@ -118,14 +118,16 @@ fn method_label(method: &Method) -> &'static str {
 /// plain (`[A-Za-z0-9._:+/=-]`), so the layer after this one makes a new id: the id goes into
 /// every log line, the response and both upstream calls, and must stay short and printable.
 pub fn drop_unusable_request_id(mut request: Request) -> Request {
-    let usable = |id: &[u8]| {
-        (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
-            && id.iter().all(|b| b.is_ascii_alphanumeric() || b"._:+/=-".contains(b))
-    };
-    if request.headers().get("x-request-id").is_some_and(|id| !usable(id.as_bytes())) {
+    if request.headers().get("x-request-id").is_some_and(|id| !usable_request_id(id.as_bytes())) {
         request.headers_mut().remove("x-request-id");
     }
     request
+}
+
+/// A client `x-request-id` the service keeps: 1–[`MAX_REQUEST_ID_LEN`] of `[A-Za-z0-9._:+/=-]`.
+pub fn usable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || b"._:+/=-".contains(b))
 }
 
 /// `00-{32 hex}-{16 hex}-{2 hex}`: only a well-formed W3C traceparent is passed on.

@@ -21,7 +21,8 @@ use super::{health, orders};
 )]
 pub struct ApiDoc;
 
-/// Prometheus text exposition of every metric of the service (names fixed in the contracts).
+/// Prometheus text exposition of every metric of the service (names fixed in the contracts). On
+/// this port only when neither `METRICS_ADDR` nor `ADMIN_ADDR` is set.
 #[utoipa::path(get, path = "/metrics", tag = "telemetry",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 #[expect(dead_code, reason = "documents the /metrics route, which telemetry serves")]

@@ -1,9 +1,9 @@
 //! `POST /v1/orders` (and the older `POST /v1/order`), `GET /v1/orders/{id}`, `GET /v1/orders`.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -12,9 +12,10 @@ use super::AppState;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::{JsonBody, NO_SUCH_ORDER, OrderIdPath, QueryParams};
 use super::idempotency::{self, IDEMPOTENT_REPLAYED, Placed};
+use super::replays::Replay;
 use crate::domain::order::rfc3339;
 use crate::domain::{ListFilter, MAX_PAGE};
-use crate::domain::{Order, ProductCode, UserId, ids};
+use crate::domain::{Order, ProductCode, Upstream, UserId, ids};
 use crate::telemetry::metrics;
 
 /// Page size when `limit` is not given.
@@ -45,6 +46,28 @@ pub struct OrderResponse {
     pub created_at: String,
     /// Whether the `order.created` event has been confirmed by the broker.
     pub published: bool,
+    /// The upstreams that were failing when the order was placed, whose last good answer
+    /// (at most `{PREFIX}_STALE_IF_ERROR_MS` old) was used instead (stale-if-error); `[]` when
+    /// both answers were live.
+    #[schema(example = json!([]))]
+    pub degraded: Vec<DegradedUpstream>,
+}
+
+/// An upstream whose stale answer placed the order.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DegradedUpstream {
+    User,
+    Product,
+}
+
+impl From<Upstream> for DegradedUpstream {
+    fn from(upstream: Upstream) -> Self {
+        match upstream {
+            Upstream::User => DegradedUpstream::User,
+            Upstream::Product => DegradedUpstream::Product,
+        }
+    }
 }
 
 impl From<Order> for OrderResponse {
@@ -58,6 +81,7 @@ impl From<Order> for OrderResponse {
             total_amount: order.total_amount,
             created_at: rfc3339(order.created_at),
             published: order.published,
+            degraded: order.degraded.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -128,9 +152,10 @@ fn parse_order_ids(body: &CreateOrder) -> Result<(UserId, ProductCode), ApiError
 pub async fn create_order(
     State(app): State<AppState>,
     headers: HeaderMap,
+    replay: Option<Extension<Replay>>,
     JsonBody(body): JsonBody<CreateOrder>,
 ) -> Result<Response, ApiError> {
-    let placed = place(&app, &headers, &body).await;
+    let placed = place(&app, &headers, replay.map(|Extension(replay)| replay), &body).await;
     match &placed {
         Ok(Placed::New(_)) => metrics::order_created(),
         Ok(Placed::Replayed(_)) => metrics::order_replayed(),
@@ -149,12 +174,18 @@ pub async fn create_order(
     })
 }
 
-async fn place(app: &AppState, headers: &HeaderMap, body: &CreateOrder) -> Result<Placed, ApiError> {
+async fn place(
+    app: &AppState,
+    headers: &HeaderMap,
+    replay: Option<Replay>,
+    body: &CreateOrder,
+) -> Result<Placed, ApiError> {
     let key = idempotency::key_from(headers)?;
     let (user_id, product_code) = parse_order_ids(body)?;
-    match key {
-        Some(key) => idempotency::place_once(app, key, &user_id, &product_code, order_body).await,
-        None => Ok(Placed::New(app.orders.place_order(&user_id, &product_code, None).await?)),
+    match (key, replay) {
+        (Some(_), Some(Replay(completed))) => idempotency::replay_from_memory(&completed, &user_id, &product_code),
+        (Some(key), None) => idempotency::place_once(app, key, &user_id, &product_code, order_body).await,
+        (None, _) => Ok(Placed::New(app.orders.place_order(&user_id, &product_code, None).await?)),
     }
 }
 
@@ -185,9 +216,10 @@ fn json() -> (HeaderName, HeaderValue) {
 pub async fn create_order_legacy(
     state: State<AppState>,
     headers: HeaderMap,
+    replay: Option<Extension<Replay>>,
     body: JsonBody<CreateOrder>,
 ) -> Result<Response, ApiError> {
-    create_order(state, headers, body).await
+    create_order(state, headers, replay, body).await
 }
 
 /// One order by id.

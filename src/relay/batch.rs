@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use super::publisher::{self, Confirm, Publish, PublishError};
+use super::span::Publishing;
 use crate::backoff::Backoff;
 use crate::domain::StoreError;
 use crate::domain::outbox::{Claim, Failure, OutboxRow, Settlement, chrono_duration, now};
@@ -36,8 +37,8 @@ impl std::ops::AddAssign for RelayOutcome {
 /// A claimed batch on its way: sent rows awaiting their confirms.
 pub struct Sent {
     claim: Box<dyn Claim>,
-    /// Index into the claim's rows, and the broker's answer to come.
-    in_flight: Vec<(usize, Confirm)>,
+    /// Index into the claim's rows, the broker's answer to come, and the publish span.
+    in_flight: Vec<(usize, Confirm, Publishing)>,
     /// Refused before sending (a corrupt payload): index and reason.
     refused: Vec<(usize, String)>,
     /// Why the broker was lost while sending, if it was.
@@ -50,13 +51,17 @@ pub async fn send(publisher: &dyn Publish, claim: Box<dyn Claim>) -> Sent {
     for (index, row) in sent.claim.rows().iter().enumerate() {
         match publisher::envelope(&row.payload) {
             Err(reason) => sent.refused.push((index, reason)),
-            Ok(body) => match publisher.send(row.order_id, &body).await {
-                Ok(confirm) => sent.in_flight.push((index, confirm)),
-                Err(error) => {
-                    sent.lost = Some(error.to_string());
-                    break;
+            Ok(body) => {
+                let span = Publishing::start(row, body.len());
+                match publisher.send(row.order_id, &body, span.context(row).as_ref()).await {
+                    Ok(confirm) => sent.in_flight.push((index, confirm, span)),
+                    Err(error) => {
+                        span.finish(Err("lost"));
+                        sent.lost = Some(error.to_string());
+                        break;
+                    }
                 }
-            },
+            }
         }
     }
     sent
@@ -75,18 +80,24 @@ pub async fn settle(
     let mut failed: Vec<(&OutboxRow, String)> = refused.into_iter().map(|(i, reason)| (&rows[i], reason)).collect();
     // A blocked broker (memory or disk alarm) never confirms: give up on the batch, not the rows.
     let deadline = tokio::time::Instant::now() + confirm_timeout;
-    for (index, confirm) in in_flight {
+    for (index, confirm, span) in in_flight {
         let row = &rows[index];
         match tokio::time::timeout_at(deadline, confirm).await {
             Ok(Ok(())) => {
+                span.finish(Ok(()));
                 metrics::outbox_published(lag(row));
                 settlement.published.push(row.id);
             }
-            Ok(Err(PublishError::Refused(reason))) => failed.push((row, reason.to_owned())),
+            Ok(Err(PublishError::Refused(reason))) => {
+                span.finish(Err("refused"));
+                failed.push((row, reason.to_owned()));
+            }
             Ok(Err(PublishError::Connection(error))) => {
+                span.finish(Err("lost"));
                 lost.get_or_insert(error);
             }
             Err(_) => {
+                span.finish(Err("lost"));
                 lost.get_or_insert("no confirm from the broker in time".to_owned());
             }
         }

@@ -8,6 +8,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::*;
+use crate::telemetry::traces::propagation::TraceContext;
 
 /// What the broker does with each message, in order.
 #[derive(Debug, Clone, Copy)]
@@ -25,11 +26,17 @@ enum Answer {
 struct Scripted {
     answers: Mutex<VecDeque<Answer>>,
     sent: Mutex<Vec<Uuid>>,
+    /// The trace context each sent message carried.
+    traces: Mutex<Vec<Option<TraceContext>>>,
 }
 
 impl Scripted {
     fn new(answers: &[Answer]) -> Self {
-        Self { answers: Mutex::new(answers.iter().copied().collect()), sent: Mutex::default() }
+        Self {
+            answers: Mutex::new(answers.iter().copied().collect()),
+            sent: Mutex::default(),
+            traces: Mutex::default(),
+        }
     }
 }
 
@@ -39,13 +46,14 @@ impl Publish for Scripted {
         true
     }
 
-    async fn send(&self, order_id: Uuid, body: &[u8]) -> Result<Confirm, PublishError> {
+    async fn send(&self, order_id: Uuid, body: &[u8], trace: Option<&TraceContext>) -> Result<Confirm, PublishError> {
         assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok(), "the envelope is JSON");
         let answer = self.answers.lock().expect("lock").pop_front().unwrap_or(Answer::Ack);
         if let Answer::SendFails = answer {
             return Err(PublishError::Connection("connection reset".into()));
         }
         self.sent.lock().expect("lock").push(order_id);
+        self.traces.lock().expect("lock").push(trace.cloned());
         Ok(Box::pin(async move {
             match answer {
                 Answer::Ack => Ok(()),
@@ -84,6 +92,7 @@ fn rows(n: i64) -> Vec<OutboxRow> {
             payload: r#"{"order":{"order_id":"x","total_amount":9.99}}"#.into(),
             created_at: Utc::now(),
             attempts: 0,
+            trace: None,
         })
         .collect()
 }
@@ -174,4 +183,19 @@ async fn a_broker_that_never_confirms_gives_up_the_batch_not_the_rows() {
     assert_eq!(outcome.published, 1);
     assert_eq!(outbox.given_back, [2, 3]);
     assert!(outbox.failed.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_carries_its_orders_stored_trace_context_where_this_process_does_not_trace() {
+    let mut rows = rows(2);
+    let placed = TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: Some("vendor=1".into()),
+    };
+    rows[0].trace = Some(placed.clone());
+    let publisher = Scripted::new(&[Answer::Ack, Answer::Ack]);
+    let claim = Box::new(Recorded { rows, settled: Arc::default() });
+    let (outcome, _) = publish(&publisher, claim, BACKOFF, Duration::from_secs(10)).await;
+    assert_eq!(outcome.expect("settled").published, 2);
+    assert_eq!(*publisher.traces.lock().expect("lock"), [Some(placed), None], "an untraced order's message has none");
 }

@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod pending;
 pub mod publisher;
+pub mod span;
 pub mod wake;
 
 use std::sync::Arc;

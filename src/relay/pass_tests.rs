@@ -13,6 +13,7 @@ use super::publisher::{Confirm, PublishError};
 use super::*;
 use crate::domain::OutboxRow;
 use crate::domain::outbox::{Claim, Settlement};
+use crate::telemetry::traces::propagation::TraceContext;
 
 /// Hands out prepared batches, one per claim, then empty claims; records each settlement.
 struct Batches {
@@ -62,7 +63,7 @@ impl Publish for Gated {
     fn is_connected(&self) -> bool {
         true
     }
-    async fn send(&self, order_id: Uuid, _: &[u8]) -> Result<Confirm, PublishError> {
+    async fn send(&self, order_id: Uuid, _: &[u8], _: Option<&TraceContext>) -> Result<Confirm, PublishError> {
         if self.second_batch.contains(&order_id) {
             self.second_sent.send_replace(true);
             return Ok(Box::pin(async { Ok(()) }));
@@ -92,6 +93,7 @@ fn row(id: i64) -> OutboxRow {
         payload: r#"{"order":{"order_id":"x"}}"#.into(),
         created_at: Utc::now(),
         attempts: 0,
+        trace: None,
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::order::rfc3339;
+use crate::telemetry::traces::propagation::TraceContext;
 
 /// The exchange of docs/contracts.md (durable, topic).
 pub const EXCHANGE: &str = "orders";
@@ -63,8 +64,9 @@ pub trait Broker: Send + Sync + 'static {
 pub trait Publish: Send + Sync {
     /// Whether the connection is still usable; the relay reconnects when it is not.
     fn is_connected(&self) -> bool;
-    /// Sends one event; the returned future resolves when the broker confirmed (or refused) it.
-    async fn send(&self, order_id: Uuid, body: &[u8]) -> Result<Confirm, PublishError>;
+    /// Sends one event carrying `trace` (W3C `traceparent` / `tracestate` headers) when given;
+    /// the returned future resolves when the broker confirmed (or refused) it.
+    async fn send(&self, order_id: Uuid, body: &[u8], trace: Option<&TraceContext>) -> Result<Confirm, PublishError>;
     /// Closes politely (shutdown); errors are irrelevant by then.
     async fn close(&self);
 }
@@ -108,9 +110,15 @@ impl Publish for Publisher {
 
     /// Awaiting the confirms of a batch after sending all of it keeps the broker's round trips
     /// out of the per-event cost.
-    async fn send(&self, order_id: Uuid, body: &[u8]) -> Result<Confirm, PublishError> {
+    async fn send(&self, order_id: Uuid, body: &[u8], trace: Option<&TraceContext>) -> Result<Confirm, PublishError> {
         let mut headers = FieldTable::default();
         headers.insert("type".into(), AMQPValue::LongString(LongString::from(EVENT_TYPE)));
+        if let Some(trace) = trace {
+            headers.insert("traceparent".into(), AMQPValue::LongString(LongString::from(trace.traceparent.as_str())));
+            if let Some(state) = &trace.tracestate {
+                headers.insert("tracestate".into(), AMQPValue::LongString(LongString::from(state.as_str())));
+            }
+        }
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(PERSISTENT)

@@ -9,12 +9,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
-use super::row::{ClaimedRow, claimed, select_orders};
+use super::row::{ClaimedRow, claimed, degraded_column, select_orders};
 use super::sql::{Dialect, Queries, SqlStore};
 use crate::config::DatabaseConfig;
 use crate::domain::idempotency::KeyCompletion;
 use crate::domain::outbox::{Claim, OutboxRow, Settlement};
 use crate::domain::{Order, StoreError};
+use crate::telemetry::traces::propagation::TraceContext;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -77,7 +78,8 @@ impl Dialect for Postgres {
         // instead of waiting. `published_at` and `claimed_until` are written only by relays of
         // the version before 0004 (a lease instead of a lock): honouring them keeps a rolling
         // upgrade from publishing a row twice.
-        claim_outbox: "SELECT id, order_id, payload::text AS payload, created_at, attempts FROM outbox \
+        claim_outbox: "SELECT id, order_id, payload::text AS payload, created_at, attempts, traceparent, tracestate \
+             FROM outbox \
              WHERE published_at IS NULL AND next_attempt_at <= $1 \
                AND (claimed_until IS NULL OR claimed_until <= $1) \
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -90,7 +92,12 @@ impl Dialect for Postgres {
     /// commit together or not at all (≈1.9× the rate of BEGIN/INSERT/INSERT/COMMIT under
     /// pgbench at 64 clients here). With a key, the order is inserted only if this request
     /// still holds the key, and completing the key is part of the same statement.
-    async fn insert_order(store: &PgStore, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
+    async fn insert_order(
+        store: &PgStore,
+        order: &Order,
+        key: Option<&KeyCompletion>,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), StoreError> {
         let (status, body, key_text, token) = match key {
             Some(done) => (
                 Some(i32::from(done.status)),
@@ -108,12 +115,13 @@ impl Dialect for Postgres {
                RETURNING 1), \
              o AS ( \
                INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
-                                   total_amount_cents, created_at) \
-               SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k) \
+                                   total_amount_cents, created_at, degraded) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $15 WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM k) \
                RETURNING id, created_at), \
              x AS ( \
-               INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at) \
-               SELECT id, 'order.created', $8, created_at, created_at FROM o RETURNING 1) \
+               INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at, \
+                                   traceparent, tracestate) \
+               SELECT id, 'order.created', $8, created_at, created_at, $13, $14 FROM o RETURNING 1) \
              SELECT count(*) FROM x",
         )
         .bind(order.id)
@@ -128,6 +136,9 @@ impl Dialect for Postgres {
         .bind(body)
         .bind(key_text)
         .bind(token)
+        .bind(trace.map(|t| t.traceparent.as_str()))
+        .bind(trace.and_then(|t| t.tracestate.as_deref()))
+        .bind(degraded_column(order))
         .persistent(store.persistent)
         .fetch_one(conn.get())
         .await?;

@@ -16,6 +16,7 @@ use super::row::OrderRow;
 use crate::domain::idempotency::{HeldLease, KeyClaim, KeyCompletion, KeyLease, KeyTimes};
 use crate::domain::outbox::{Claim, OutboxStore};
 use crate::domain::{ListFilter, Order, OrderStore, StoreError};
+use crate::telemetry::traces::propagation::{self, TraceContext};
 
 /// The SQL text of the shared statements, in each backend's placeholder syntax.
 pub(super) struct Queries {
@@ -47,9 +48,14 @@ pub(super) trait Dialect: Database + HasStatementCache {
     /// `db.system.name` of the semantic conventions.
     const SYSTEM: &'static str;
     const SQL: Queries;
-    /// The order, its outbox row and the key's completion: all or nothing.
-    async fn insert_order(store: &SqlStore<Self>, order: &Order, key: Option<&KeyCompletion>)
-    -> Result<(), StoreError>;
+    /// The order, its outbox row (with the placing request's trace context, if traced) and the
+    /// key's completion: all or nothing.
+    async fn insert_order(
+        store: &SqlStore<Self>,
+        order: &Order,
+        key: Option<&KeyCompletion>,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), StoreError>;
     /// See [`OutboxStore::claim`].
     async fn claim(store: &SqlStore<Self>, now: DateTime<Utc>, limit: u32) -> Result<Box<dyn Claim>, StoreError>;
     /// See [`OutboxStore::announce`].
@@ -135,8 +141,10 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
-    /// The order's transaction, as a client span of the database semantic conventions.
+    /// The order's transaction, as a client span of the database semantic conventions. The
+    /// outbox row keeps the context of the span placing the order, for the relay's publish span.
     async fn insert_order(&self, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
+        let trace = propagation::current();
         let span = tracing::info_span!(
             "insert_order",
             otel.name = "INSERT orders",
@@ -146,7 +154,7 @@ where
             db.operation.name = "INSERT",
             db.collection.name = "orders",
         );
-        let result = DB::insert_order(self, order, key).instrument(span.clone()).await;
+        let result = DB::insert_order(self, order, key, trace.as_ref()).instrument(span.clone()).await;
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
         }

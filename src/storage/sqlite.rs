@@ -11,12 +11,13 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult};
 use sqlx::types::Json;
 
-use super::row::{ClaimedRow, claimed, select_orders};
+use super::row::{ClaimedRow, claimed, degraded_column, select_orders};
 use super::sql::{Dialect, Queries, SqlStore};
 use crate::config::DatabaseConfig;
 use crate::domain::idempotency::KeyCompletion;
 use crate::domain::outbox::{Claim, OutboxRow, Settlement};
 use crate::domain::{Order, StoreError};
+use crate::telemetry::traces::propagation::TraceContext;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -72,18 +73,24 @@ impl Dialect for Sqlite {
             " ORDER BY o.id LIMIT ?3"
         ),
         // The rows this process holds are skipped in `claim`: one process, one relay.
-        claim_outbox: "SELECT id, order_id, CAST(payload AS TEXT) AS payload, created_at, attempts FROM outbox \
+        claim_outbox: "SELECT id, order_id, CAST(payload AS TEXT) AS payload, created_at, attempts, traceparent, \
+             tracestate FROM outbox \
              WHERE published_at IS NULL AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
         record_failure: "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 \
              WHERE id = ?1",
         count_pending: "SELECT count(*) FROM outbox WHERE published_at IS NULL",
     };
 
-    async fn insert_order(store: &SqliteStore, order: &Order, key: Option<&KeyCompletion>) -> Result<(), StoreError> {
+    async fn insert_order(
+        store: &SqliteStore,
+        order: &Order,
+        key: Option<&KeyCompletion>,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), StoreError> {
         let mut tx = store.pool.begin().await?;
         sqlx::query(
             "INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
-             total_amount_cents, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             total_amount_cents, created_at, degraded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(order.id)
         .bind(&order.user_id)
@@ -92,15 +99,18 @@ impl Dialect for Sqlite {
         .bind(&order.product_name)
         .bind(order.total_amount.cents())
         .bind(order.created_at)
+        .bind(degraded_column(order))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at) \
-             VALUES (?1, 'order.created', ?2, ?3, ?3)",
+            "INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at, traceparent, tracestate) \
+             VALUES (?1, 'order.created', ?2, ?3, ?3, ?4, ?5)",
         )
         .bind(order.id)
         .bind(Json(order.created_payload()))
         .bind(order.created_at)
+        .bind(trace.map(|t| t.traceparent.as_str()))
+        .bind(trace.and_then(|t| t.tracestate.as_deref()))
         .execute(&mut *tx)
         .await?;
         if let Some(done) = key {

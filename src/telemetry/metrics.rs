@@ -4,7 +4,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Histogram, SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "http_server_requests_total";
@@ -17,6 +20,11 @@ pub const BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
 pub const BREAKER_KEYS_OPEN: &str = "circuit_breaker_keys_open";
 pub const BREAKER_KEY_TRANSITIONS: &str = "circuit_breaker_key_transitions_total";
+pub const BREAKER_MODE: &str = "circuit_breaker_mode";
+pub const BREAKER_MODE_CHANGES: &str = "circuit_breaker_mode_changes_total";
+pub const UPSTREAM_HEDGES: &str = "upstream_hedges_total";
+pub const UPSTREAM_FALLBACKS: &str = "upstream_fallbacks_total";
+pub const CONFIG_RELOADS: &str = "config_reloads_total";
 pub const ORDERS_CREATED: &str = "orders_created_total";
 pub const ORDERS_FAILED: &str = "orders_failed_total";
 pub const ORDERS_REPLAYED: &str = "orders_replayed_total";
@@ -27,6 +35,7 @@ pub const OUTBOX_LAG: &str = "outbox_publish_lag_seconds";
 pub const SPANS_EXPORTED: &str = "otel_spans_exported_total";
 pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
 pub const OPEN_CONNECTIONS: &str = "http_server_open_connections";
+pub const CONCURRENCY_LIMIT: &str = "http_server_concurrency_limit";
 
 /// Seconds: sub-millisecond (open-circuit rejections) up past the 2 s deadline.
 const BUCKETS: [f64; 16] =
@@ -76,6 +85,20 @@ fn describe() {
         BREAKER_KEY_TRANSITIONS,
         "Per-key circuit breaker state changes, all keys of an upstream summed."
     );
+    describe_gauge!(
+        BREAKER_MODE,
+        "Who decides an upstream's breakers: 1 for the current mode (auto, forced_open, forced_closed)."
+    );
+    describe_counter!(
+        BREAKER_MODE_CHANGES,
+        "Breaker modes set by an operator (admin API), by upstream and the mode set."
+    );
+    describe_counter!(UPSTREAM_HEDGES, "Second attempts sent because the first was slow (hedged lookups).");
+    describe_counter!(
+        UPSTREAM_FALLBACKS,
+        "Lookups answered from the stale-if-error cache because the upstream failed."
+    );
+    describe_counter!(CONFIG_RELOADS, "Reloads of the resilience settings (admin API or SIGHUP), by result.");
     describe_counter!(ORDERS_CREATED, "Orders stored.");
     describe_counter!(ORDERS_FAILED, "Orders refused or failed, by reason (the problem type).");
     describe_counter!(ORDERS_REPLAYED, "Order responses replayed for a repeated Idempotency-Key (no new order).");
@@ -85,6 +108,7 @@ fn describe() {
     describe_histogram!(OUTBOX_LAG, Unit::Seconds, "Time from an order's commit to its event's broker confirm.");
     describe_gauge!(OPEN_CONNECTIONS, "HTTP connections open now (lingering ones included), on every listener.");
     gauge!(OPEN_CONNECTIONS).increment(0.0);
+    describe_gauge!(CONCURRENCY_LIMIT, "The edge's adaptive limit on order writes in flight, now.");
 }
 
 /// One request served. `method` and `route` come from fixed lists (the caller maps anything
@@ -92,6 +116,19 @@ fn describe() {
 pub fn http_request(method: &'static str, route: &'static str, status: u16, elapsed: Duration) {
     counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status_label(status)).increment(1);
     histogram!(HTTP_DURATION, "method" => method, "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// The series [`http_request`] would update for one (method, route, status), as handles taken
+/// once: the load-shedding path counts its 503s without building a label set per request.
+pub fn http_request_handles(method: &'static str, route: &'static str, status: u16) -> (Counter, Histogram) {
+    let requests = counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status_label(status));
+    (requests, histogram!(HTTP_DURATION, "method" => method, "route" => route))
+}
+
+/// Sets `http_server_concurrency_limit` on every call, through a handle taken once.
+pub fn concurrency_limit() -> impl Fn(usize) + Send + Sync + 'static {
+    let gauge = gauge!(CONCURRENCY_LIMIT);
+    move |limit| gauge.set(limit as f64)
 }
 
 /// Series that dashboards and alerts read exist at zero from start-up (Prometheus'
@@ -108,6 +145,26 @@ pub fn upstream_attempts_registered(upstream: &'static str, outcomes: &[&'static
 
 pub fn upstream_retries_registered(upstream: &'static str) {
     counter!(UPSTREAM_RETRIES, "upstream" => upstream).increment(0);
+    counter!(UPSTREAM_HEDGES, "upstream" => upstream).increment(0);
+}
+
+pub fn upstream_fallbacks_registered(upstream: &'static str) {
+    counter!(UPSTREAM_FALLBACKS, "upstream" => upstream).increment(0);
+}
+
+/// The mode gauge at `current` and the change counters at zero for every mode.
+pub fn breaker_modes_registered(upstream: &'static str, current: &'static str, all: &[&'static str]) {
+    breaker_mode(upstream, current, all);
+    for mode in all {
+        counter!(BREAKER_MODE_CHANGES, "upstream" => upstream, "mode" => *mode).increment(0);
+    }
+}
+
+/// The reload counter at zero for every result.
+pub fn config_reloads_registered(results: &[&'static str]) {
+    for result in results {
+        counter!(CONFIG_RELOADS, "result" => *result).increment(0);
+    }
 }
 
 /// Both transition counters, upstream-wide and per key, for every `(from, to)` a breaker makes.
@@ -188,6 +245,31 @@ pub fn breaker_transition(upstream: &'static str, from: &'static str, to: &'stat
 /// One key's breaker changed state; the key itself is logged, never a label.
 pub fn breaker_key_transition(upstream: &'static str, from: &'static str, to: &'static str) {
     counter!(BREAKER_KEY_TRANSITIONS, "upstream" => upstream, "from" => from, "to" => to).increment(1);
+}
+
+/// Sets the mode gauge: 1 for `current`, 0 for the other modes of `all`.
+pub fn breaker_mode(upstream: &'static str, current: &'static str, all: &[&'static str]) {
+    for mode in all {
+        gauge!(BREAKER_MODE, "upstream" => upstream, "mode" => *mode).set(f64::from(u8::from(*mode == current)));
+    }
+}
+
+/// An operator set an upstream's breaker mode.
+pub fn breaker_mode_changed(upstream: &'static str, mode: &'static str) {
+    counter!(BREAKER_MODE_CHANGES, "upstream" => upstream, "mode" => mode).increment(1);
+}
+
+pub fn upstream_hedge(upstream: &'static str) {
+    counter!(UPSTREAM_HEDGES, "upstream" => upstream).increment(1);
+}
+
+pub fn upstream_fallback(upstream: &'static str) {
+    counter!(UPSTREAM_FALLBACKS, "upstream" => upstream).increment(1);
+}
+
+/// A reload ended: `applied` (something changed), `unchanged` or `invalid` (old settings kept).
+pub fn config_reload(result: &'static str) {
+    counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
 
 pub fn breaker_keys_open(upstream: &'static str, open: usize) {

@@ -56,6 +56,7 @@ where
         let mut attempt = Attempt {
             upstream: self.upstream.as_str(),
             number: request.attempt,
+            hedge: request.hedge,
             started: Instant::now(),
             deadline: request.deadline,
             recorded: false,
@@ -82,6 +83,7 @@ where
 struct Attempt {
     upstream: &'static str,
     number: u32,
+    hedge: bool,
     started: Instant,
     deadline: Instant,
     recorded: bool,
@@ -95,6 +97,7 @@ impl Attempt {
         tracing::debug!(
             upstream = self.upstream,
             attempt = self.number,
+            hedge = self.hedge,
             outcome,
             elapsed_ms = elapsed.as_secs_f64() * 1000.0,
             "upstream attempt"

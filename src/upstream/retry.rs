@@ -22,13 +22,17 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// `budget_percent` of recent requests (over a 10 s window) may be retried, plus
-    /// `min_per_sec` retries a second so a quiet service can still retry at all.
-    pub fn new(upstream: Upstream, max_attempts: u32, backoff: Backoff, budget_percent: u32, min_per_sec: u32) -> Self {
-        let budget = TpsBudget::new(Duration::from_secs(10), min_per_sec, budget_percent as f32 / 100.0);
+    /// Retries spend `budget` (see [`budget`]), shared with the hedge layer.
+    pub fn new(upstream: Upstream, max_attempts: u32, backoff: Backoff, budget: Arc<TpsBudget>) -> Self {
         metrics::upstream_retries_registered(upstream.as_str());
-        Self { upstream, max_attempts: max_attempts.max(1), backoff, budget: Arc::new(budget) }
+        Self { upstream, max_attempts: max_attempts.max(1), backoff, budget }
     }
+}
+
+/// `budget_percent` of recent lookups (over a 10 s window) may be retried or hedged, plus
+/// `min_per_sec` a second so a quiet service can still retry at all. Every lookup deposits once.
+pub fn budget(budget_percent: u32, min_per_sec: u32) -> Arc<TpsBudget> {
+    Arc::new(TpsBudget::new(Duration::from_secs(10), min_per_sec, budget_percent as f32 / 100.0))
 }
 
 impl<T> Policy<UpstreamRequest, Option<T>, UpstreamError> for RetryPolicy {
@@ -77,13 +81,13 @@ mod tests {
             Upstream::User,
             max_attempts,
             Backoff { base: 50 * MS, max: 1000 * MS },
-            budget_percent,
-            min_per_sec,
+            budget(budget_percent, min_per_sec),
         )
     }
 
     fn request(attempt: u32) -> UpstreamRequest {
-        UpstreamRequest { key: "k".into(), deadline: Instant::now() + Duration::from_secs(2), attempt }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        UpstreamRequest { key: "k".into(), deadline, attempt_deadline: deadline, attempt, hedge: false }
     }
 
     fn retries(
@@ -130,7 +134,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn never_waits_past_the_deadline() {
         let mut p = policy(3, 20, 100);
-        let mut req = UpstreamRequest { key: "k".into(), deadline: Instant::now(), attempt: 1 };
+        let now = Instant::now();
+        let mut req =
+            UpstreamRequest { key: "k".into(), deadline: now, attempt_deadline: now, attempt: 1, hedge: false };
         assert!(!retries(&mut p, &mut req, Err(UpstreamError::Timeout)).0);
     }
 

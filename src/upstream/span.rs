@@ -34,7 +34,9 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn start(upstream: &'static str, url: &Url, attempt: u32) -> Self {
+    /// `hedge`: this attempt was sent because an earlier one was slow (the hedge layer's), so
+    /// a trace shows why one lookup has two attempts in flight at once.
+    pub fn start(upstream: &'static str, url: &Url, attempt: u32, hedge: bool) -> Self {
         let span = tracing::info_span!(
             "attempt",
             otel.name = "GET",
@@ -49,6 +51,7 @@ impl Attempt {
             error.r#type = Empty,
             upstream,
             attempt,
+            hedge,
             outcome = Empty,
         );
         if attempt > 1 {

@@ -15,7 +15,7 @@ use crate::upstream::breaker::{BreakerConfig, StateName};
 
 const MS: Duration = Duration::from_millis(1);
 
-fn config() -> StackConfig {
+pub(crate) fn config() -> StackConfig {
     let breaker = |min_calls| BreakerConfig {
         window: Duration::from_secs(10),
         min_calls,
@@ -35,6 +35,9 @@ fn config() -> StackConfig {
         breaker: KeyedConfig { upstream: breaker(20), per_key: breaker(5), max_keys: 16, min_failing_keys: 3 },
         not_found_ttl: Duration::ZERO,
         not_found_max_keys: 16,
+        hedge: crate::config::HedgeConfig { percentile: 95, min_delay: 50 * MS },
+        stale_if_error: Duration::ZERO,
+        stale_max_keys: 16,
     }
 }
 

@@ -14,6 +14,9 @@ use super::{Upstream, UpstreamError, UpstreamRequest, span};
 use crate::telemetry::context;
 use crate::telemetry::traces::propagation;
 
+/// The deadline header every attempt carries (docs/contracts.md).
+pub const EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
+
 /// Largest upstream body read; the real answers are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -92,19 +95,22 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
     }
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        // Envoy's convention: how long this attempt will still be waited for, so the upstream
+        // can stop working on an answer nobody will read.
+        let expected = super::deadline::expected_timeout_ms(&request, tokio::time::Instant::now());
         let url = self.url_for(&request.key);
-        let attempt = span::Attempt::start(self.upstream, &url, request.attempt);
-        let mut get = self.client.get(url);
+        let attempt = span::Attempt::start(self.upstream, &url, request.attempt, request.hedge);
+        let mut get = self.client.get(url).header(EXPECTED_TIMEOUT, expected.to_string());
         let correlation = context::current();
         if let Some(id) = correlation.request_id {
             get = get.header("x-request-id", id);
         }
         // With tracing on, the upstream continues this attempt's span; else the caller's
         // traceparent is passed on as it came.
-        match attempt.span().in_scope(propagation::current) {
-            Some((traceparent, tracestate)) => {
-                get = get.header("traceparent", traceparent);
-                if let Some(tracestate) = tracestate {
+        match propagation::of(attempt.span()) {
+            Some(context) => {
+                get = get.header("traceparent", context.traceparent);
+                if let Some(tracestate) = context.tracestate {
                     get = get.header("tracestate", tracestate);
                 }
             }

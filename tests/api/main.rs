@@ -1,6 +1,7 @@
 //! One integration-test binary: each test starts the real application on a random port with a
 //! database of its own (PostgreSQL or SQLite), so tests run in parallel.
 
+mod admin;
 mod bench;
 mod crash;
 mod database_outage;
@@ -19,11 +20,15 @@ mod migrations;
 mod orders;
 mod outage;
 mod outbox;
+mod overload;
 mod pooler;
 mod resilience;
 mod restart;
 mod secrets;
 mod shutdown;
+mod stale;
+mod tail;
 mod traces;
+mod traces_outbox;
 mod use_cases;
 mod validation;

@@ -33,7 +33,8 @@ async fn an_order_is_created_read_back_and_listed(backend: Backend) {
     let created_at = created["created_at"].as_str().expect("created_at");
     assert!(created_at.ends_with('Z'), "{created_at}");
     chrono::DateTime::parse_from_rfc3339(created_at).expect("RFC 3339");
-    assert_eq!(created.as_object().map(|o| o.len()), Some(8), "{created}");
+    assert_eq!(created["degraded"], serde_json::json!([]), "both answers were live");
+    assert_eq!(created.as_object().map(|o| o.len()), Some(9), "{created}");
 
     let fetched: Value = app.get(&location).await.json().await.expect("json");
     assert_eq!(fetched, created);

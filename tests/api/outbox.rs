@@ -113,7 +113,7 @@ async fn an_event_published_but_not_marked_is_published_again(backend: Backend) 
     // (rolled back), the row is still there, and is published again at once.
     let publisher = Amqp { url: BROKER.to_owned() }.connect().await.expect("broker");
     let body = envelope(&held.rows()[0].payload).expect("payload");
-    publisher.send(held.rows()[0].order_id, &body).await.expect("send").await.expect("confirmed");
+    publisher.send(held.rows()[0].order_id, &body, None).await.expect("send").await.expect("confirmed");
     drop(held);
     let first = consumer.take(&ids, 1, Duration::from_secs(10)).await;
     assert_eq!(first.len(), 1);

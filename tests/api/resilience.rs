@@ -110,6 +110,8 @@ async fn a_slow_upstream_trips_the_slow_call_threshold() {
         .env("PRODUCT_BREAKER_KEY_MIN_CALLS", "3")
         .env("PRODUCT_BREAKER_MIN_CALLS", "3")
         .env("PRODUCT_BREAKER_OPEN_MS", "60000")
+        // The open breaker is the subject: no earlier answer may stand in for it.
+        .env("PRODUCT_STALE_IF_ERROR_MS", "0")
         .spawn()
         .await;
 
@@ -246,7 +248,8 @@ async fn requests_over_the_in_flight_limit_are_shed_but_probes_are_not() {
 /// reach the user-service over the connection the one before it pooled.
 #[tokio::test]
 async fn an_injected_outage_holds_for_the_very_next_order() {
-    let app = TestApp::builder(Backend::Sqlite).spawn().await;
+    // The outage is the subject: the first order's answer may not stand in for the second's.
+    let app = TestApp::builder(Backend::Sqlite).env("USER_STALE_IF_ERROR_MS", "0").spawn().await;
     assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201, "pools a keep-alive connection");
     let fault = serde_json::json!({"upstream": "user", "fault": {"type": "outage"}});
     let admin = app.upstreams.sim().admin_url();

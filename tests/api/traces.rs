@@ -1,9 +1,11 @@
 //! OpenTelemetry traces as an OTLP backend receives them from the real binary: one order is one
 //! trace, from the caller's `traceparent` through every upstream attempt to the database.
 
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crate::kit::{ADA, Backend, Collector, ReceivedSpan, TestBinary, eventually, sample};
+use crate::tail::{ClassicBox, WARM_UP, upstreams_with};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SERVER: i32 = 2;
@@ -99,6 +101,44 @@ async fn a_retried_lookup_shows_both_attempts() {
     assert_eq!(attempts[0].status, 2, "the failed attempt is an error span");
     assert_eq!(attempts[1].attribute("http.request.resend_count"), Some("1"));
     assert_eq!(attempts[1].attribute("outcome"), Some("success"));
+}
+
+#[tokio::test]
+async fn a_hedged_lookup_shows_the_slow_attempt_cancelled_and_the_hedge_answering() {
+    // The product's first call after the warm-up takes 5 s; the hedge (after 100 ms) answers.
+    let slow = ClassicBox { calls: AtomicUsize::new(0), slow: vec![WARM_UP + 1], slow_delay: Duration::from_secs(5) };
+    let collector = Collector::start().await;
+    let service = TestBinary::with_upstreams(Backend::Sqlite, upstreams_with(slow).await)
+        .await
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .env("PRODUCT_HEDGE_MIN_DELAY_MS", "100");
+    let _running = service.start().await;
+    for _ in 0..WARM_UP {
+        let body = serde_json::json!({ "user_id": ADA, "product_code": "classic-box" });
+        let response = service.http.post(service.url("/v1/orders")).json(&body).send().await.expect("order");
+        assert_eq!(response.status(), 201, "warm-up: the hedge layer learns what normal is");
+    }
+
+    let (status, _) = order(&service, ADA, "classic-box", "00f067aa0ba902c1").await;
+    assert_eq!(status, 201);
+    let attempts_of = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
+        let Some(lookup) = spans.iter().find(|s| s.name == "lookup product") else { return Vec::new() };
+        spans.iter().filter(|s| s.name == "GET" && s.parent_span_id == lookup.span_id).cloned().collect()
+    };
+    let spans =
+        eventually(Duration::from_secs(20), async || collector.trace(CALLER_TRACE), |s| attempts_of(s).len() >= 2)
+            .await;
+    let mut attempts = attempts_of(&spans);
+    attempts.sort_by_key(|s| s.attribute("hedge").unwrap_or_default().to_owned());
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let (slow, hedge) = (&attempts[0], &attempts[1]);
+    assert_eq!((slow.attribute("hedge"), slow.attribute("outcome")), (Some("false"), Some("cancelled")), "{slow:#?}");
+    assert_eq!((hedge.attribute("hedge"), hedge.attribute("outcome")), (Some("true"), Some("success")), "{hedge:#?}");
+    assert_eq!(hedge.attribute("http.response.status_code"), Some("200"));
+    let user_lookup = only(&spans, "lookup user");
+    let user_attempts = named(&spans, "GET").into_iter().filter(|s| s.parent_span_id == user_lookup.span_id);
+    assert!(user_attempts.map(|s| s.attribute("hedge")).eq([Some("false")]), "the user lookup was not hedged");
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ class Run:
         exp = self.exp
         before, during, after = exp.phases(self.cfg)
         self.t0, self.wall_t0 = time.monotonic(), time.time()
-        self.poller = MetricsPoller(self.stack.service_url, self.t0)
+        self.poller = MetricsPoller(self.stack.service_url, self.t0, metrics_base=self.stack.metrics_url)
         self.poller.start()
         self.load = Load(self.stack.service_url, exp.MIX, exp.RATE * scale, self.t0,
                          timeout=self.cfg["ORDER_DEADLINE_MS"] / 1000 * 3 + 5)

@@ -12,6 +12,7 @@ KEEP = (
     "circuit_breaker_state", "circuit_breaker_transitions_total", "circuit_breaker_keys_open",
     "upstream_requests_total", "upstream_retries_total", "http_server_request_duration_seconds",
     "http_server_requests_total", "outbox_pending", "outbox_published_total", "orders_created_total",
+    "upstream_hedges_total", "upstream_fallbacks_total", "circuit_breaker_mode", "config_reloads_total",
 )
 ORDER_ROUTE = {"method": "POST", "route": "/v1/orders"}
 FAILED_OUTCOMES = ("server_error", "timeout", "connect_error", "invalid_response")
@@ -46,11 +47,14 @@ class Snapshot:
     def gauge(self, name):
         return promtext.total(self.samples, name)
 
+    def total(self, name, **labels):
+        return promtext.total(self.samples, name, **labels)
+
 
 class MetricsPoller(threading.Thread):
-    def __init__(self, base_url, t0, interval=0.25):
+    def __init__(self, base_url, t0, interval=0.25, metrics_base=None):
         super().__init__(daemon=True)
-        self.url = base_url.rstrip("/") + "/metrics"
+        self.url = (metrics_base or base_url).rstrip("/") + "/metrics"
         self.t0, self.interval = t0, interval
         self.snapshots, self.errors = [], 0
         self.health = []  # (t, broker status, {upstream: state})

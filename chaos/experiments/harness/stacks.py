@@ -24,6 +24,10 @@ class LocalStack:
                            catalogue=self.catalogue, logs=self.workdir, name=name, broker_proxy=broker_proxy,
                            log=log).start()
         self.service_url, self.chaos = self.stack.service_url, self.stack.chaos
+        self.sim_admin_url = self.stack.admin_url
+        # With ADMIN_ADDR set, /metrics is served there and not on the API port.
+        admin = self.stack.service.env.get("ADMIN_ADDR")
+        self.metrics_url = f"http://{admin}" if admin else self.service_url
 
     def broker_down(self):
         self.stack.broker_down()
@@ -41,6 +45,7 @@ class RemoteStack:
 
     def __init__(self, service_url, user_sim, product_sim, down_cmd, up_cmd):
         self.service_url, self.user_sim, self.product_sim = service_url.rstrip("/"), user_sim, product_sim
+        self.sim_admin_url, self.metrics_url = product_sim.rstrip("/"), self.service_url
         self.down_cmd, self.up_cmd = down_cmd, up_cmd
         self.proxy, self.chaos = None, None
 

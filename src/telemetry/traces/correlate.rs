@@ -1,13 +1,14 @@
 //! Puts the OpenTelemetry `trace_id` and `span_id` on every log line written inside a span, so a
 //! log line leads to its trace and back.
 //!
-//! The ids are added to the span's formatted fields (what the log formatter prints as `span`)
-//! when the span is first entered — not when it is created, because the HTTP layer sets the
-//! span's remote parent (the caller's `traceparent`) right after creating it, and reading the
-//! context earlier would fix the span's trace id before that.
+//! The ids are added to the formatted fields (what the log formatter prints as `span`) of the
+//! spans a log line is written in, when the first line is written in each — not when the span is
+//! created (the HTTP layer sets the span's remote parent, the caller's `traceparent`, right after
+//! creating it; reading the context earlier would fix the trace id before that), and not for
+//! spans no line is written in (most attempt and database spans): formatting ids costs every
+//! span that pays it. This layer must sit before the log formatter, which reads the fields.
 
 use opentelemetry::trace::TraceContextExt;
-use tracing::span::Id;
 use tracing::{Dispatch, Subscriber};
 use tracing_subscriber::fmt::FormattedFields;
 use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
@@ -23,31 +24,41 @@ impl<S> Layer<S> for Correlate
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        if span.extensions().get::<Correlated>().is_some() {
-            return;
-        }
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let Some(scope) = ctx.event_scope(event) else { return };
         let dispatch: Dispatch = tracing::dispatcher::get_default(Dispatch::clone);
-        // Must run with no extensions lock held: it locks them itself.
-        let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else { return };
-        let otel = cx.span();
-        let context = otel.span_context();
-        if !context.is_valid() {
-            return;
+        for span in scope {
+            if span.extensions().get::<Correlated>().is_some() {
+                // Its ancestors were correlated with it.
+                break;
+            }
+            correlate(&span, &dispatch);
         }
-        let (trace_id, span_id) = (context.trace_id().to_string(), context.span_id().to_string());
-        let mut extensions = span.extensions_mut();
-        extensions.insert(Correlated);
-        if let Some(fields) = extensions.get_mut::<FormattedFields<JsonFields>>() {
-            let mut map: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&fields.fields).unwrap_or_default();
-            map.insert("trace_id".into(), trace_id.into());
-            map.insert("span_id".into(), span_id.into());
-            fields.fields = serde_json::Value::Object(map).to_string();
-        } else if let Some(fields) = extensions.get_mut::<FormattedFields<DefaultFields>>() {
-            let sep = if fields.fields.is_empty() { "" } else { " " };
-            fields.fields.push_str(&format!("{sep}trace_id={trace_id} span_id={span_id}"));
-        }
+    }
+}
+
+fn correlate<S>(span: &tracing_subscriber::registry::SpanRef<'_, S>, dispatch: &Dispatch)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    // Must run with no extensions lock held: it locks them itself.
+    let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), dispatch) else { return };
+    let otel = cx.span();
+    let context = otel.span_context();
+    if !context.is_valid() {
+        return;
+    }
+    let (trace_id, span_id) = (context.trace_id().to_string(), context.span_id().to_string());
+    let mut extensions = span.extensions_mut();
+    extensions.insert(Correlated);
+    if let Some(fields) = extensions.get_mut::<FormattedFields<JsonFields>>() {
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&fields.fields).unwrap_or_default();
+        map.insert("trace_id".into(), trace_id.into());
+        map.insert("span_id".into(), span_id.into());
+        fields.fields = serde_json::Value::Object(map).to_string();
+    } else if let Some(fields) = extensions.get_mut::<FormattedFields<DefaultFields>>() {
+        let sep = if fields.fields.is_empty() { "" } else { " " };
+        fields.fields.push_str(&format!("{sep}trace_id={trace_id} span_id={span_id}"));
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 struct Headers<'a>(&'a HeaderMap);
@@ -37,14 +38,58 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
-/// The `traceparent` (and `tracestate`, when there is one) of the current span, when tracing is on.
-pub fn current() -> Option<(String, Option<String>)> {
+/// A W3C trace context as it travels: stored with an outbox row, sent in an AMQP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    /// `None` when empty.
+    pub tracestate: Option<String>,
+}
+
+/// The context of the current span, when tracing is on.
+pub fn current() -> Option<TraceContext> {
+    of(&tracing::Span::current())
+}
+
+/// The context of `span`, when tracing is on.
+pub fn of(span: &tracing::Span) -> Option<TraceContext> {
     if !super::enabled() {
         return None;
     }
-    let cx = tracing::Span::current().context();
+    let cx = span.context();
     let mut fields = HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Fields(&mut fields)));
     let traceparent = fields.remove("traceparent")?;
-    Some((traceparent, fields.remove("tracestate").filter(|s| !s.is_empty())))
+    Some(TraceContext { traceparent, tracestate: fields.remove("tracestate").filter(|s| !s.is_empty()) })
+}
+
+/// Makes `span` a child of a stored context (an order's, read back with its outbox row) and
+/// links it to that context too, so a backend that draws links shows it either way. A malformed
+/// stored context is ignored: the span then starts a trace of its own.
+pub fn continue_stored(span: &tracing::Span, stored: &TraceContext) {
+    if !super::enabled() {
+        return;
+    }
+    let mut fields = HashMap::from([("traceparent".to_owned(), stored.traceparent.clone())]);
+    if let Some(state) = &stored.tracestate {
+        fields.insert("tracestate".to_owned(), state.clone());
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Stored(&fields)));
+    let remote = parent.span().span_context().clone();
+    if remote.is_valid() {
+        let _ = span.set_parent(parent);
+        span.add_link(remote);
+    }
+}
+
+struct Stored<'a>(&'a HashMap<String, String>);
+
+impl Extractor for Stored<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
 }

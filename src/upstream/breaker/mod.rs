@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 pub use keyed::{Changes, KeyedBreakers, KeyedConfig, Ticket, Verdict};
-pub use state::{BreakerConfig, StateName, Transition};
+pub use state::{BreakerConfig, Mode, StateName, Transition};
 
 use super::{Upstream, UpstreamError, UpstreamRequest};
 use crate::telemetry::metrics;
@@ -38,6 +38,7 @@ struct Shared {
 pub struct BreakerStatus {
     pub upstream: Upstream,
     pub state: StateName,
+    pub mode: Mode,
     pub keys_open: usize,
 }
 
@@ -47,6 +48,7 @@ impl BreakerHandle {
         metrics::breaker_keys_open(upstream.as_str(), 0);
         let transitions = Transition::ALL.map(|t| (t.from.as_str(), t.to.as_str()));
         metrics::breaker_transitions_registered(upstream.as_str(), &transitions);
+        metrics::breaker_modes_registered(upstream.as_str(), Mode::Auto.as_str(), &Mode::LABELS);
         let breakers = Mutex::new(KeyedBreakers::new(config, Instant::now()));
         Self { shared: Arc::new(Shared { upstream, breakers }) }
     }
@@ -56,10 +58,10 @@ impl BreakerHandle {
     /// so readiness and `/metrics` (which calls this before rendering) never show a stale state,
     /// nor a count of open keys that eviction has since changed.
     pub fn status(&self) -> BreakerStatus {
-        let (ticked, state, keys_open) = {
+        let (ticked, state, mode, keys_open) = {
             let mut breakers = self.shared.lock();
             let ticked = breakers.tick(Instant::now());
-            (ticked, breakers.upstream_state(), breakers.keys_open())
+            (ticked, breakers.upstream_state(), breakers.mode(), breakers.keys_open())
         };
         let (upstream_transition, key_transitions) = ticked;
         for (key, transition) in key_transitions {
@@ -69,7 +71,31 @@ impl BreakerHandle {
         let upstream = self.shared.upstream;
         metrics::breaker_state(upstream.as_str(), state.as_str(), &StateName::LABELS);
         metrics::breaker_keys_open(upstream.as_str(), keys_open);
-        BreakerStatus { upstream, state, keys_open }
+        metrics::breaker_mode(upstream.as_str(), mode.as_str(), &Mode::LABELS);
+        BreakerStatus { upstream, state, mode, keys_open }
+    }
+
+    /// Hands the upstream's breakers to `mode` (an operator's decision: logged, counted).
+    pub fn set_mode(&self, mode: Mode) -> BreakerStatus {
+        let (from, transition) = {
+            let mut breakers = self.shared.lock();
+            (breakers.mode(), breakers.set_mode(mode))
+        };
+        let upstream = self.shared.upstream.as_str();
+        metrics::breaker_mode_changed(upstream, mode.as_str());
+        tracing::warn!(upstream, from = from.as_str(), to = mode.as_str(), "circuit breaker mode set by an operator");
+        self.shared.report(Changes { upstream: transition, key: None }, "", None);
+        self.status()
+    }
+
+    /// New thresholds for every breaker of the upstream, effective for the next calls.
+    pub fn reconfigure(&self, config: KeyedConfig) {
+        self.shared.lock().reconfigure(config, Instant::now());
+    }
+
+    /// Keys whose own breaker is open or half-open, sorted.
+    pub fn open_keys(&self) -> Vec<String> {
+        self.shared.lock().open_keys()
     }
 
     /// The refusal a call for `key` would get right now from an open breaker, without making
@@ -90,10 +116,24 @@ impl BreakerHandle {
 
 impl crate::ops::BreakerPanel for BreakerHandle {
     fn report(&self) -> crate::ops::BreakerReport {
-        let status = self.status();
-        crate::ops::BreakerReport {
+        self.status().into()
+    }
+
+    fn open_keys(&self) -> Vec<String> {
+        BreakerHandle::open_keys(self)
+    }
+
+    fn set_mode(&self, mode: Mode) -> crate::ops::BreakerReport {
+        BreakerHandle::set_mode(self, mode).into()
+    }
+}
+
+impl From<BreakerStatus> for crate::ops::BreakerReport {
+    fn from(status: BreakerStatus) -> Self {
+        Self {
             upstream: status.upstream.as_str(),
             state: status.state.as_str(),
+            mode: status.mode,
             keys_open: status.keys_open,
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use crate::config::BreakerConfig;
+pub use crate::ops::BreakerMode as Mode;
 
 /// Buckets in the sliding window; the window slides by `window / BUCKETS`.
 const BUCKETS: usize = 10;
@@ -46,12 +47,14 @@ pub struct Transition {
 }
 
 impl Transition {
-    /// Every transition a breaker makes; their counters are registered at zero.
-    pub const ALL: [Transition; 4] = [
+    /// Every transition a breaker makes; their counters are registered at zero. Open → closed
+    /// happens only when an operator forces a breaker closed or hands it back to `auto`.
+    pub const ALL: [Transition; 5] = [
         Transition { from: StateName::Closed, to: StateName::Open },
         Transition { from: StateName::Open, to: StateName::HalfOpen },
         Transition { from: StateName::HalfOpen, to: StateName::Closed },
         Transition { from: StateName::HalfOpen, to: StateName::Open },
+        Transition { from: StateName::Open, to: StateName::Closed },
     ];
 }
 
@@ -83,9 +86,13 @@ struct Bucket {
     slow: u32,
 }
 
+/// Modes (see [`Mode`]): `ForcedOpen` refuses everything and `ForcedClosed` admits everything,
+/// both recording nothing; leaving a forced mode, or entering one, starts the state machine
+/// afresh (closed, empty window), so no verdict from before an operator's decision outlives it.
 #[derive(Debug, Clone)]
 pub struct Breaker {
     config: BreakerConfig,
+    mode: Mode,
     state: State,
     cycles: u64,
     origin: Instant,
@@ -94,10 +101,23 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(config: BreakerConfig, now: Instant) -> Self {
-        Self { config, state: State::Closed, cycles: 0, origin: now, buckets: [Bucket::default(); BUCKETS] }
+        Self {
+            config,
+            mode: Mode::Auto,
+            state: State::Closed,
+            cycles: 0,
+            origin: now,
+            buckets: [Bucket::default(); BUCKETS],
+        }
     }
 
+    /// What the breaker does now: a forced breaker reads as the state it imitates.
     pub fn state(&self) -> StateName {
+        match self.mode {
+            Mode::ForcedOpen => return StateName::Open,
+            Mode::ForcedClosed => return StateName::Closed,
+            Mode::Auto => {}
+        }
         match self.state {
             State::Closed => StateName::Closed,
             State::Open { .. } => StateName::Open,
@@ -109,7 +129,7 @@ impl Breaker {
     /// by `admit` and by whoever reports the state, so an idle breaker never reads "open" forever.
     pub fn tick(&mut self, now: Instant) -> Option<Transition> {
         match self.state {
-            State::Open { until } if now >= until => {
+            State::Open { until } if now >= until && self.mode == Mode::Auto => {
                 self.cycles += 1;
                 self.go(State::HalfOpen { cycle: self.cycles, in_flight: 0 })
             }
@@ -119,6 +139,12 @@ impl Breaker {
 
     /// Asks to make a call (after [`Breaker::tick`], so a due open breaker admits probes).
     pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
+        match self.mode {
+            // No end to wait for: the open wait is a fair "come back later".
+            Mode::ForcedOpen => return (Admission::Rejected { retry_after: self.config.open_wait }, None),
+            Mode::ForcedClosed => return (Admission::Admitted { probe: None }, None),
+            Mode::Auto => {}
+        }
         let transition = self.tick(now);
         if let State::Open { until } = self.state {
             return (Admission::Rejected { retry_after: until - now }, None);
@@ -137,6 +163,11 @@ impl Breaker {
     /// Whether `admit` would refuse because the breaker is open and still waiting, and for how
     /// long; changes nothing (no transition, no probe slot taken).
     pub fn refuses(&self, now: Instant) -> Option<Duration> {
+        match self.mode {
+            Mode::ForcedOpen => return Some(self.config.open_wait),
+            Mode::ForcedClosed => return None,
+            Mode::Auto => {}
+        }
         match self.state {
             State::Open { until } if now < until => Some(until - now),
             _ => None,
@@ -146,6 +177,9 @@ impl Breaker {
     /// Records a finished call. While half-open, one good probe closes the breaker and one bad
     /// (failed or slow) probe opens it again.
     pub fn record(&mut self, probe: Option<u64>, failure: bool, elapsed: Duration, now: Instant) -> Option<Transition> {
+        if self.mode != Mode::Auto {
+            return None;
+        }
         let slow = elapsed >= self.config.slow_call;
         match (self.state, probe) {
             (State::Closed, None) => {
@@ -171,6 +205,37 @@ impl Breaker {
         {
             *in_flight = in_flight.saturating_sub(1);
         }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Hands the breaker to `mode`. Any change starts the state machine afresh (closed, empty
+    /// window, earlier probes ignored); the transition is what the breaker now does differently.
+    pub fn set_mode(&mut self, mode: Mode) -> Option<Transition> {
+        if mode == self.mode {
+            return None;
+        }
+        let from = self.state();
+        self.mode = mode;
+        self.cycles += 1;
+        self.buckets = [Bucket::default(); BUCKETS];
+        self.state = State::Closed;
+        let to = self.state();
+        let transition = (from != to).then_some(Transition { from, to });
+        debug_assert!(transition.is_none_or(|t| Transition::ALL.contains(&t)), "{transition:?} is not registered");
+        transition
+    }
+
+    /// New thresholds for the next calls; the state is kept. A new window length forgets the
+    /// calls counted so far (their buckets would no longer line up).
+    pub fn reconfigure(&mut self, config: BreakerConfig, now: Instant) {
+        if config.window != self.config.window {
+            self.buckets = [Bucket::default(); BUCKETS];
+            self.origin = now;
+        }
+        self.config = config;
     }
 
     fn open(&mut self, now: Instant) -> Option<Transition> {
@@ -225,7 +290,7 @@ impl Breaker {
 
     /// Nothing in the window and closed: the breaker can be forgotten without losing anything.
     pub fn is_idle(&self, now: Instant) -> bool {
-        self.state == State::Closed && self.totals(now).0 == 0
+        self.mode == Mode::Auto && self.state == State::Closed && self.totals(now).0 == 0
     }
 }
 

@@ -221,3 +221,89 @@ fn tick_leaves_a_closed_breaker_alone() {
 fn the_state_labels_are_the_states_names() {
     assert_eq!(StateName::ALL.map(StateName::as_str), StateName::LABELS);
 }
+
+#[test]
+fn forced_open_refuses_every_call_records_nothing_and_never_half_opens() {
+    let now = Instant::now();
+    let mut b = Breaker::new(config(), now);
+    assert_eq!(b.set_mode(Mode::ForcedOpen), Some(Transition { from: StateName::Closed, to: StateName::Open }));
+    assert_eq!((b.state(), b.mode()), (StateName::Open, Mode::ForcedOpen));
+    let much_later = now + Duration::from_secs(3600);
+    assert_eq!(b.tick(much_later), None, "no open wait ends a forced breaker");
+    assert_eq!(b.admit(much_later), (Admission::Rejected { retry_after: Duration::from_secs(5) }, None));
+    assert_eq!(b.refuses(much_later), Some(Duration::from_secs(5)));
+    assert_eq!(succeed(&mut b, much_later), None);
+    assert_eq!(b.state(), StateName::Open);
+    assert!(!b.is_idle(much_later), "a forced breaker is never forgotten");
+}
+
+#[test]
+fn forced_closed_admits_every_call_whatever_the_failures() {
+    let now = Instant::now();
+    let mut b = opened(now);
+    assert_eq!(b.set_mode(Mode::ForcedClosed), Some(Transition { from: StateName::Open, to: StateName::Closed }));
+    assert_eq!(b.refuses(now), None);
+    for _ in 0..100 {
+        assert_eq!(b.admit(now), (Admission::Admitted { probe: None }, None));
+        assert_eq!(fail(&mut b, now), None, "failures are not counted");
+    }
+    assert_eq!((b.state(), b.mode()), (StateName::Closed, Mode::ForcedClosed));
+}
+
+#[test]
+fn back_to_auto_the_breaker_starts_afresh_and_judges_again() {
+    let now = Instant::now();
+    let mut b = opened(now);
+    b.set_mode(Mode::ForcedOpen);
+    assert_eq!(b.set_mode(Mode::Auto), Some(Transition { from: StateName::Open, to: StateName::Closed }));
+    assert_eq!(b.set_mode(Mode::Auto), None, "no change, no transition");
+    for _ in 0..4 {
+        assert_eq!(fail(&mut b, now), None, "the window was emptied: below the minimum again");
+    }
+    assert_eq!(fail(&mut b, now), Some(Transition { from: StateName::Closed, to: StateName::Open }));
+}
+
+#[test]
+fn a_probe_admitted_before_a_mode_change_says_nothing_after_it() {
+    let now = Instant::now();
+    let mut b = opened(now);
+    let due = now + Duration::from_secs(5);
+    let Admission::Admitted { probe } = b.admit(due).0 else { panic!("half-open admits a probe") };
+    b.set_mode(Mode::ForcedClosed);
+    b.set_mode(Mode::Auto);
+    assert_eq!(b.record(probe, true, MS, due), None, "the old probe's failure does not reopen it");
+    assert_eq!(b.state(), StateName::Closed);
+}
+
+#[test]
+fn every_forced_change_is_a_registered_transition() {
+    let now = Instant::now();
+    for start in [Mode::Auto, Mode::ForcedOpen, Mode::ForcedClosed] {
+        for end in Mode::ALL {
+            for mut b in [Breaker::new(config(), now), opened(now)] {
+                b.set_mode(start);
+                if let Some(t) = b.set_mode(end) {
+                    assert!(Transition::ALL.contains(&t), "{start:?} → {end:?}: {t:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn new_thresholds_apply_to_the_next_calls_and_a_new_window_forgets_the_old_one() {
+    let now = Instant::now();
+    let mut b = Breaker::new(config(), now);
+    for _ in 0..4 {
+        fail(&mut b, now);
+    }
+    b.reconfigure(BreakerConfig { min_calls: 4, ..config() }, now);
+    assert_eq!(b.state(), StateName::Closed, "kept its state");
+    assert!(fail(&mut b, now).is_some(), "5 failures against the new minimum of 4");
+    let mut b = Breaker::new(config(), now);
+    for _ in 0..4 {
+        fail(&mut b, now);
+    }
+    b.reconfigure(BreakerConfig { window: Duration::from_secs(20), ..config() }, now);
+    assert_eq!(fail(&mut b, now), None, "the old window's four failures are forgotten");
+}

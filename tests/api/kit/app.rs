@@ -16,6 +16,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// `/metrics` when `METRICS_ADDR` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The admin API when `ADMIN_ADDR` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     pub db: TestDb,
     pub upstreams: Upstreams,
@@ -99,6 +101,19 @@ impl TestApp {
         let breakers = ready["breakers"].as_array().expect("breakers");
         let entry = breakers.iter().find(|b| b["upstream"] == upstream).expect("upstream listed");
         (entry["state"].as_str().unwrap_or_default().to_owned(), entry["keys_open"].as_u64().unwrap_or_default())
+    }
+
+    /// A URL on the admin address (`ADMIN_ADDR` must be set, e.g. to `127.0.0.1:0`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr.expect("ADMIN_ADDR is set"))
+    }
+
+    /// `PUT /admin/breakers/{upstream}` with `{"mode": mode}`: the answer's JSON.
+    pub async fn force_breaker(&self, upstream: &str, mode: &str) -> Value {
+        let url = self.admin_url(&format!("/admin/breakers/{upstream}"));
+        let response = self.http.put(url).json(&serde_json::json!({ "mode": mode })).send().await.expect("admin");
+        assert_eq!(response.status(), 200, "PUT mode {mode}");
+        response.json().await.expect("breaker json")
     }
 
     /// Delivers the shutdown signal (what SIGTERM does to the binary).
@@ -185,7 +200,7 @@ impl TestAppBuilder {
         env.extend(self.env);
         let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
         let app = Application::build(config).await.expect("application starts");
-        let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr());
+        let (addr, metrics_addr, admin_addr) = (app.local_addr(), app.metrics_addr(), app.admin_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
@@ -193,6 +208,7 @@ impl TestAppBuilder {
         TestApp {
             addr,
             metrics_addr,
+            admin_addr,
             http: reqwest::Client::new(),
             db,
             upstreams,

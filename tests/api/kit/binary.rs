@@ -34,7 +34,22 @@ pub struct Output {
 
 impl TestBinary {
     pub async fn new(backend: Backend) -> Self {
-        let (db, upstreams, port) = (TestDb::new(backend).await, Upstreams::simulator().await, free_port());
+        Self::over(TestDb::new(backend).await, Upstreams::simulator().await).await
+    }
+
+    /// Over upstreams of the test's choosing (scripted mocks, when the simulator's fault table
+    /// cannot make the case happen on cue).
+    pub async fn with_upstreams(backend: Backend, upstreams: Upstreams) -> Self {
+        Self::over(TestDb::new(backend).await, upstreams).await
+    }
+
+    /// Another replica: a binary of its own over `db` (which stays the owner's to drop).
+    pub async fn same_database_as(db: &TestDb) -> Self {
+        Self::over(db.shared(), Upstreams::simulator().await).await
+    }
+
+    async fn over(db: TestDb, upstreams: Upstreams) -> Self {
+        let port = free_port();
         let (users, products) = upstreams.urls();
         let env = [
             ("HTTP_ADDR", format!("127.0.0.1:{port}")),
@@ -88,6 +103,11 @@ impl Running {
     /// What an orchestrator sends to stop it gracefully.
     pub fn sigterm(&self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    /// What an operator sends to reload the settings.
+    pub fn sighup(&self) {
+        let _ = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status();
     }
 
     /// kill -9, and reaped.

@@ -1,4 +1,8 @@
-//! Wires config into a running application: store, upstream clients, router, listener.
+//! Wires config into a running application: store, upstream clients, router, listeners (the
+//! API, and `/metrics` or the admin API when they have addresses of their own); [`reload`]
+//! puts new resilience settings in force.
+
+pub mod reload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,8 +16,9 @@ use tokio::net::TcpListener;
 use crate::config::{Backend, Config, DatabaseConfig, HttpConfig, ShutdownConfig};
 use crate::domain::idempotency::purge_forever;
 use crate::domain::{Lookup, OrderService, OrderStore, OutboxStore, Product, StoreError, Upstream, User};
+use crate::http::admin::admin_router;
 use crate::http::{AppState, metrics_router, router, serve};
-use crate::ops::BreakerPanel;
+use crate::ops::{BreakerPanel, Reload};
 use crate::relay::{self, NotifyingStore, Relay, RelayHandle, publisher::Amqp};
 use crate::storage;
 use crate::telemetry;
@@ -36,6 +41,9 @@ pub struct Application {
     router: Router,
     /// `/metrics` on its own address (`METRICS_ADDR`), when configured.
     metrics: Option<(TcpListener, Router)>,
+    /// The admin API and `/metrics` (`ADMIN_ADDR`), when configured.
+    admin: Option<(TcpListener, Router)>,
+    reloader: Arc<reload::Reloader>,
     http: HttpConfig,
     store: Arc<dyn OrderStore>,
     outbox: Arc<dyn OutboxStore>,
@@ -70,13 +78,14 @@ impl Application {
         let metrics = telemetry::metrics::install();
         telemetry::metrics::orders_registered(&crate::http::error::SLUGS);
         let upstreams = &config.upstreams;
-        let (users, user_breakers) =
+        let (user_client, user_breakers) =
             stack::build::<User>(http.clone(), Upstream::User, upstreams.user.url.clone(), &upstreams.user.stack);
-        let (products, product_breakers) =
+        let (product_client, product_breakers) =
             stack::build::<Product>(http, Upstream::Product, upstreams.product.url.clone(), &upstreams.product.stack);
         let (users, products): (Arc<dyn Lookup<User>>, Arc<dyn Lookup<Product>>) =
-            (Arc::new(users), Arc::new(products));
+            (Arc::new(user_client.clone()), Arc::new(product_client.clone()));
         let orders = OrderService::new(users, products, Arc::clone(&store), config.orders.deadline);
+        let reloader = Arc::new(reload::Reloader::new(config.clone(), user_client, product_client, orders.clone()));
         let breakers: Vec<Arc<dyn BreakerPanel>> = vec![Arc::new(user_breakers), Arc::new(product_breakers)];
         let draining = Arc::new(AtomicBool::new(false));
         let state = AppState {
@@ -87,17 +96,27 @@ impl Application {
             metrics,
             draining: Arc::clone(&draining),
             keys: config.orders.idempotency,
+            replays: crate::http::replays::CompletedKeys::new(&config.orders.idempotency),
         };
         let listener = bind(config.http.addr).await?;
         let metrics = match config.http.metrics_addr {
             Some(addr) => Some((bind(addr).await?, metrics_router(state.clone()))),
             None => None,
         };
-        let router = router(state, &config.http, metrics.is_none());
+        let admin = match config.http.admin_addr {
+            Some(addr) => {
+                let reload: Arc<dyn Reload> = Arc::clone(&reloader) as Arc<dyn Reload>;
+                Some((bind(addr).await?, admin_router(state.clone(), reload)))
+            }
+            None => None,
+        };
+        let router = router(state, &config.http, metrics.is_none() && admin.is_none());
         Ok(Self {
             listener,
             router,
             metrics,
+            admin,
+            reloader,
             http: config.http,
             store,
             outbox: stores.outbox,
@@ -120,6 +139,16 @@ impl Application {
     /// Where `/metrics` is served when `METRICS_ADDR` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// Where the admin API is served when `ADMIN_ADDR` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// Reloads the resilience settings, as `POST /admin/reload` does: what `SIGHUP` calls.
+    pub fn reloader(&self) -> Arc<dyn Reload> {
+        Arc::clone(&self.reloader) as Arc<dyn Reload>
     }
 
     pub fn store(&self) -> Arc<dyn OrderStore> {
@@ -156,15 +185,22 @@ impl Application {
             tracing::info!("listener closed; draining in-flight requests");
             let _ = closing.send(());
         };
-        // `/metrics` stays up until the very end, so the drain itself can be watched.
-        let http = self.http.clone();
-        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-        let metrics = self.metrics.map(|(listener, router)| {
-            let stopped = async move {
-                let _ = metrics_stopped.await;
-            };
-            tokio::spawn(async move { serve::serve(listener, router, &http, stopped).await })
-        });
+        // `/metrics` (and the admin API) stay up until the very end, so the drain itself can be
+        // watched.
+        let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
+        let side: Vec<_> = self
+            .metrics
+            .into_iter()
+            .chain(self.admin)
+            .map(|(listener, router)| {
+                let http = self.http.clone();
+                let mut stopped = metrics_stopped.clone();
+                let stopped = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                tokio::spawn(async move { serve::serve(listener, router, &http, stopped).await })
+            })
+            .collect();
         let serve = serve::serve(self.listener, self.router, &self.http, graceful);
         let drain_deadline = async move {
             if closed.await.is_err() {
@@ -189,9 +225,9 @@ impl Application {
         if let Some(relay) = relay {
             relay.stop().await;
         }
-        let _ = metrics_stop.send(());
-        if let Some(metrics) = metrics {
-            let _ = metrics.await;
+        let _ = metrics_stop.send(true);
+        for listener in side {
+            let _ = listener.await;
         }
         tracing::info!("stopped");
         served

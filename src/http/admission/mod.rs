@@ -1,59 +1,39 @@
-//! Admission to `/v1`: reads and writes each have an in-flight limit, and a write's body is read
-//! before it takes a permit, so clients that send slowly hold no capacity that orders need.
+//! Admission to `/v1`: reads and writes each have an in-flight limit (the writes' adapts to
+//! latency, [`limit`]), and a write's body is read before it takes a permit, so clients that
+//! send slowly hold no capacity that orders need.
 //!
-//! Order of checks for a write: a declared body over the limit → 413; no permit free → 503
-//! `load-shed` at once (cheap, nothing read); read the body (bounded by size and time: 413,
-//! 408); take a permit, or 503 if others took the last one meanwhile. A read only takes a permit.
+//! Order of checks for a write: no room → 503 `load-shed` at once, before anything else runs
+//! ([`shed`]: a precomputed answer, no log line, no body read); a declared body over the limit →
+//! 413; read the body (bounded by size and time: 413, 408); take a permit, or 503 if others took
+//! the last one meanwhile. A read only takes a permit.
 
-use std::sync::Arc;
+mod limit;
+pub mod shed;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use super::extract::BodyLimits;
-
-/// At most `max` requests in flight; never queues (a full limit refuses at once). A small type
-/// of its own so an adaptive limit can replace the fixed one without touching the middleware.
-#[derive(Debug, Clone)]
-pub struct InFlightLimit {
-    permits: Arc<Semaphore>,
-}
-
-/// One request's place in an [`InFlightLimit`], given back when dropped.
-#[derive(Debug)]
-pub struct InFlightPermit(#[expect(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
-
-impl InFlightLimit {
-    pub fn new(max: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max)) }
-    }
-
-    /// Whether a permit is free now (it may be gone by the time one is asked for).
-    pub fn has_room(&self) -> bool {
-        self.permits.available_permits() > 0
-    }
-
-    pub fn try_acquire(&self) -> Option<InFlightPermit> {
-        Arc::clone(&self.permits).try_acquire_owned().ok().map(InFlightPermit)
-    }
-}
+use super::replays::Replay;
+use crate::config::LimitConfig;
+pub use limit::{AdaptiveLimit, LimitPermit, OnChange};
 
 /// What the admission middleware needs; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    pub reads: InFlightLimit,
-    pub writes: InFlightLimit,
+    pub reads: AdaptiveLimit,
+    pub writes: AdaptiveLimit,
     pub body: BodyLimits,
 }
 
 impl Admission {
-    pub fn new(max_reads: usize, max_writes: usize, body: BodyLimits) -> Self {
-        Self { reads: InFlightLimit::new(max_reads), writes: InFlightLimit::new(max_writes), body }
+    /// Reads get a fixed limit; writes an adaptive one whose value goes to `on_change`.
+    pub fn new(max_reads: usize, writes: &LimitConfig, body: BodyLimits, on_change: OnChange) -> Self {
+        Self { reads: AdaptiveLimit::fixed(max_reads), writes: AdaptiveLimit::new(writes, on_change), body }
     }
 }
 
@@ -65,17 +45,29 @@ fn is_read(method: &Method) -> bool {
 /// The middleware in front of every `/v1` route (see the module doc for the order of checks).
 pub async fn admit(State(gate): State<Admission>, request: Request, next: Next) -> Result<Response, ApiError> {
     if is_read(request.method()) {
-        let _permit = gate.reads.try_acquire().ok_or(ApiError::Overloaded)?;
-        return Ok(next.run(request).await);
+        let permit = gate.reads.try_acquire().ok_or(ApiError::Overloaded)?;
+        return Ok(answered(permit, next.run(request).await));
     }
     gate.body.check_declared(request.headers())?;
+    if request.extensions().get::<Replay>().is_some() {
+        // Answered from memory (`crate::http::replays`): no permit to take.
+        let (parts, body) = request.into_parts();
+        let body = gate.body.read(body).await?;
+        return Ok(next.run(Request::from_parts(parts, Body::from(body))).await);
+    }
     if !gate.writes.has_room() {
         return Err(ApiError::Overloaded);
     }
     let (parts, body) = request.into_parts();
     let body = gate.body.read(body).await?;
-    let _permit = gate.writes.try_acquire().ok_or(ApiError::Overloaded)?;
-    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+    let permit = gate.writes.try_acquire().ok_or(ApiError::Overloaded)?;
+    Ok(answered(permit, next.run(Request::from_parts(parts, Body::from(body))).await))
+}
+
+/// Gives the permit back with the answer's latency as a sample; a 5xx is an error sample.
+fn answered(permit: LimitPermit, response: Response) -> Response {
+    permit.answered(response.status().is_server_error());
+    response
 }
 
 #[cfg(test)]
@@ -91,7 +83,7 @@ mod tests {
 
     #[test]
     fn a_full_limit_refuses_at_once_and_frees_on_drop() {
-        let limit = InFlightLimit::new(1);
+        let limit = AdaptiveLimit::fixed(1);
         let held = limit.try_acquire().expect("a permit");
         assert!(!limit.has_room());
         assert!(limit.try_acquire().is_none());
@@ -108,7 +100,9 @@ mod tests {
     }
 
     fn gate() -> Admission {
-        Admission::new(1, 1, BodyLimits { max_bytes: 8, read_timeout: Duration::from_millis(200) })
+        let writes = LimitConfig { algorithm: crate::config::LimitAlgorithm::Fixed, min: 1, max: 1 };
+        let body = BodyLimits { max_bytes: 8, read_timeout: Duration::from_millis(200) };
+        Admission::new(1, &writes, body, Box::new(|_| {}))
     }
 
     async fn status(app: &Router, request: Request) -> StatusCode {

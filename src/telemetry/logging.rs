@@ -36,12 +36,14 @@ pub fn init(tracer: Option<SdkTracer>) {
             .with_context_activation(false)
             .with_filter(traced)
     });
+    // Ids only exist with tracing on: without it, no log line pays for looking them up.
+    let correlate = otel.is_some().then_some(Correlate);
     let registry = tracing_subscriber::registry().with(otel);
     let result = if std::io::stdout().is_terminal() {
-        registry.with(Correlate).with(fmt::layer().with_filter(filter())).try_init()
+        registry.with(correlate).with(fmt::layer().with_filter(filter())).try_init()
     } else {
         let json = fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false);
-        registry.with(Correlate).with(json.with_filter(filter())).try_init()
+        registry.with(correlate).with(json.with_filter(filter())).try_init()
     };
     drop(result);
 }

@@ -2,8 +2,6 @@
 //! span, and each upstream attempt (and each published event) carries the context of the span
 //! it runs in.
 
-use std::collections::HashMap;
-
 use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
@@ -21,11 +19,34 @@ impl Extractor for Headers<'_> {
     }
 }
 
-struct Fields<'a>(&'a mut HashMap<String, String>);
+/// Injected straight into a [`TraceContext`] and extracted from one: no map per call.
+#[derive(Default)]
+struct Collected {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
 
-impl Injector for Fields<'_> {
+impl Injector for Collected {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_owned(), value);
+        match key {
+            "traceparent" => self.traceparent = Some(value),
+            "tracestate" => self.tracestate = Some(value),
+            _ => {}
+        }
+    }
+}
+
+impl Extractor for TraceContext {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => Some(&self.traceparent),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
     }
 }
 
@@ -57,10 +78,12 @@ pub fn of(span: &tracing::Span) -> Option<TraceContext> {
         return None;
     }
     let cx = span.context();
-    let mut fields = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Fields(&mut fields)));
-    let traceparent = fields.remove("traceparent")?;
-    Some(TraceContext { traceparent, tracestate: fields.remove("tracestate").filter(|s| !s.is_empty()) })
+    let mut collected = Collected::default();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut collected));
+    Some(TraceContext {
+        traceparent: collected.traceparent?,
+        tracestate: collected.tracestate.filter(|s| !s.is_empty()),
+    })
 }
 
 /// Makes `span` a child of a stored context (an order's, read back with its outbox row) and
@@ -70,26 +93,10 @@ pub fn continue_stored(span: &tracing::Span, stored: &TraceContext) {
     if !super::enabled() {
         return;
     }
-    let mut fields = HashMap::from([("traceparent".to_owned(), stored.traceparent.clone())]);
-    if let Some(state) = &stored.tracestate {
-        fields.insert("tracestate".to_owned(), state.clone());
-    }
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Stored(&fields)));
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(stored));
     let remote = parent.span().span_context().clone();
     if remote.is_valid() {
         let _ = span.set_parent(parent);
         span.add_link(remote);
-    }
-}
-
-struct Stored<'a>(&'a HashMap<String, String>);
-
-impl Extractor for Stored<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
     }
 }

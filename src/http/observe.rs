@@ -66,9 +66,13 @@ pub async fn observe(request: Request, next: Next) -> Response {
     }
     let mut response = context::scope(correlation, next.run(request).instrument(span.clone())).await;
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
+    // For the tracer only (the log line has `status`): the log layer re-writes a span's fields
+    // on each record.
+    if traces::enabled() {
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
     }
     // W3C Trace Context level 2 `traceresponse`: the client learns which trace its request was.
     if let Some(context) = propagation::of(&span)

@@ -24,6 +24,9 @@ pub const OUTBOX_CHANNEL: &str = "order_service_outbox";
 
 pub type PgStore = SqlStore<Postgres>;
 
+/// A pooled connection used more recently than this is handed out without a ping.
+const ALIVE_BYPASS_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl PgStore {
     /// Migrates over one connection to `DATABASE_SESSION_URL`, then opens the pool on
     /// `DATABASE_URL`. sqlx holds a session advisory lock while migrating (which a transaction
@@ -37,6 +40,18 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings every idle connection it hands out: one more round trip (and wake-up)
+            // per statement. Like HikariCP's `aliveBypassWindowMs` (500 ms), a connection used
+            // within the last half second is handed out as it is; one idle longer is pinged.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= ALIVE_BYPASS_WINDOW {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options(&settings.url, settings.statement_cache_capacity)?)
             .await?;
         Ok(Self::new(pool, settings.statement_cache_capacity > 0))

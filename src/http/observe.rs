@@ -40,9 +40,10 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = method_label(request.method());
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let correlation = Correlation {
+    let mut correlation = Correlation {
         request_id: request.headers().get("x-request-id").cloned(),
         traceparent: request.headers().get("traceparent").filter(|v| is_traceparent(v.as_bytes())).cloned(),
+        sampled: true,
     };
     // The server span: the semantic conventions' names (`otel.*` are read by the exporter, not
     // exported as attributes); `method`, `route` and `request_id` are what the log shows.
@@ -59,10 +60,18 @@ pub async fn observe(request: Request, next: Next) -> Response {
         url.path = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
+    // The sampler decides here, once: a trace not sampled gets no inner spans (see
+    // `Correlation::sampled`), and its upstreams are told so.
+    let mut context = None;
     if traces::enabled() {
         span.record("otel.name", format!("{method} {route}"));
         span.record("url.path", request.uri().path());
         propagation::continue_trace(&span, request.headers());
+        context = propagation::of(&span);
+        if let Some(ours) = context.as_ref().filter(|c| !c.sampled()) {
+            correlation.sampled = false;
+            correlation.traceparent = HeaderValue::try_from(ours.traceparent.as_str()).ok();
+        }
     }
     let mut response = context::scope(correlation, next.run(request).instrument(span.clone())).await;
     let status = response.status().as_u16();
@@ -75,7 +84,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         }
     }
     // W3C Trace Context level 2 `traceresponse`: the client learns which trace its request was.
-    if let Some(context) = propagation::of(&span)
+    if let Some(context) = context
         && let Ok(value) = HeaderValue::try_from(context.traceparent)
     {
         response.headers_mut().insert("traceresponse", value);

@@ -4,11 +4,22 @@
 
 use reqwest::header::HeaderValue;
 
-/// What an upstream call forwards: our request id and the caller's W3C trace context.
-#[derive(Debug, Clone, Default)]
+/// What an upstream call forwards: our request id and the W3C trace context to pass on (the
+/// caller's; with tracing on and the trace not sampled, our server span's, flags `00`).
+#[derive(Debug, Clone)]
 pub struct Correlation {
     pub request_id: Option<HeaderValue>,
     pub traceparent: Option<HeaderValue>,
+    /// Whether this request's trace is recorded. Not: the spans inside it are not made at all
+    /// (the tracer's filter reads [`sampled`]): an unsampled order costs no span but its server
+    /// span, and the context passed on says "not sampled" so the upstreams agree.
+    pub sampled: bool,
+}
+
+impl Default for Correlation {
+    fn default() -> Self {
+        Self { request_id: None, traceparent: None, sampled: true }
+    }
 }
 
 tokio::task_local! {
@@ -23,4 +34,10 @@ pub async fn scope<F: std::future::Future>(correlation: Correlation, future: F) 
 /// The correlation of the request this task serves, if any.
 pub fn current() -> Correlation {
     CURRENT.try_with(Correlation::clone).unwrap_or_default()
+}
+
+/// Whether the request this task serves is traced; true outside a request (the relay's spans
+/// follow their stored context's decision).
+pub fn sampled() -> bool {
+    CURRENT.try_with(|c| c.sampled).unwrap_or(true)
 }

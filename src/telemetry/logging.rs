@@ -15,6 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
+use super::context;
 use super::traces::correlate::Correlate;
 
 /// Logging only (tests start several apps in one process: the first initialisation stays).
@@ -26,7 +27,10 @@ pub fn init_logging() {
 pub fn init(tracer: Option<SdkTracer>) {
     let filter = || log_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     // The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
-    let traced = Targets::new().with_target("order_service", tracing::Level::INFO);
+    // Inside a request whose trace is not sampled, only its server span is made.
+    let traced = Targets::new()
+        .with_target("order_service", tracing::Level::INFO)
+        .and(filter_fn(|metadata| !metadata.is_span() || metadata.name() == "request" || context::sampled()));
     // Off: source location, thread name (a String per span) and busy/idle timings (two clock
     // reads per enter and exit): attributes nobody asked for, paid by every span, sampled or not.
     // Context activation (making the span's OpenTelemetry context current on every enter, that

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use crate::kit::{ADA, Backend, Collector, ReceivedSpan, TestBinary, eventually, sample};
+use crate::kit::{ADA, Backend, Collector, ReceivedSpan, TestBinary, Upstreams, eventually, sample};
 use crate::tail::{ClassicBox, WARM_UP, upstreams_with};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -218,4 +218,45 @@ async fn log_lines_inside_a_span_carry_its_trace_and_span_ids() {
         .expect("the request's log line");
     assert_eq!(line["span"]["trace_id"], CALLER_TRACE, "{line}");
     assert_eq!(line["span"]["span_id"], server.span_id.as_str(), "{line}");
+}
+
+/// A caller's "not sampled" is kept, and it costs the order no span but its server span: nothing
+/// is exported, and both upstreams are handed the server span's context (flags `00`, the trace
+/// id of the `traceresponse`), not the context of attempt spans that were never made.
+#[tokio::test]
+async fn an_unsampled_order_exports_nothing_and_tells_its_upstreams_so() {
+    const UNSAMPLED_TRACE: &str = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let collector = Collector::start().await;
+    let service = TestBinary::with_upstreams(Backend::Sqlite, Upstreams::healthy().await)
+        .await
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50");
+    let _running = service.start().await;
+
+    let response = service
+        .http
+        .post(service.url("/v1/orders"))
+        .header("traceparent", format!("00-{UNSAMPLED_TRACE}-00f067aa0ba902d1-00"))
+        .json(&serde_json::json!({ "user_id": ADA, "product_code": "classic-box" }))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(response.status(), 201);
+    let traceresponse = response.headers()["traceresponse"].to_str().expect("ascii").to_owned();
+    assert!(traceresponse.starts_with(&format!("00-{UNSAMPLED_TRACE}-")) && traceresponse.ends_with("-00"));
+    let (users, products) = service.upstreams.mocks();
+    for server in [users, products] {
+        let received = server.received_requests().await.unwrap_or_default();
+        let sent: Vec<_> = received.iter().map(|r| r.headers.get("traceparent").cloned()).collect();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].as_ref().map(|v| v.as_bytes()), Some(traceresponse.as_bytes()), "{sent:?}");
+    }
+
+    // A sampled order after it is exported whole: the collector works, and the unsampled one
+    // left nothing in it.
+    let (status, _) = order(&service, ADA, "classic-box", "00f067aa0ba902d2").await;
+    assert_eq!(status, 201);
+    let spans = eventually(Duration::from_secs(20), async || collector.trace(CALLER_TRACE), |s| s.len() >= 6).await;
+    assert_eq!(only(&spans, "place order").name, "place order");
+    assert!(collector.trace(UNSAMPLED_TRACE).is_empty(), "{:?}", collector.trace(UNSAMPLED_TRACE));
 }

@@ -67,6 +67,14 @@ pub struct TraceContext {
     pub tracestate: Option<String>,
 }
 
+impl TraceContext {
+    /// The `sampled` flag of `traceparent` (`00-{trace}-{span}-{flags}`, bit 0 of the flags).
+    pub fn sampled(&self) -> bool {
+        let flags = self.traceparent.rsplit('-').next().and_then(|f| u8::from_str_radix(f, 16).ok());
+        flags.is_some_and(|f| f & 1 == 1)
+    }
+}
+
 /// The context of the current span, when tracing is on.
 pub fn current() -> Option<TraceContext> {
     of(&tracing::Span::current())
@@ -98,5 +106,23 @@ pub fn continue_stored(span: &tracing::Span, stored: &TraceContext) {
     if remote.is_valid() {
         let _ = span.set_parent(parent);
         span.add_link(remote);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceContext;
+
+    #[test]
+    fn sampled_is_bit_0_of_the_flags() {
+        let with = |flags: &str| TraceContext {
+            traceparent: format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"),
+            tracestate: None,
+        };
+        assert!(with("01").sampled());
+        assert!(with("03").sampled());
+        assert!(!with("00").sampled());
+        assert!(!with("02").sampled());
+        assert!(!with("zz").sampled());
     }
 }

@@ -13,8 +13,8 @@ use super::{Backend, TestDb, Upstreams, eventually, free_port};
 pub struct TestBinary {
     pub port: u16,
     pub db: TestDb,
-    /// The simulator, serving as long as the binary may call it.
-    _upstreams: Upstreams,
+    /// The simulator or mocks, serving as long as the binary may call it.
+    pub upstreams: Upstreams,
     pub http: reqwest::Client,
     env: Vec<(String, String)>,
 }
@@ -58,7 +58,7 @@ impl TestBinary {
             ("PRODUCT_SERVICE_URL", products),
         ];
         let env = env.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
-        Self { port, db, _upstreams: upstreams, http: reqwest::Client::new(), env }
+        Self { port, db, upstreams, http: reqwest::Client::new(), env }
     }
 
     /// Sets an environment variable of the process (set again, the last value wins).

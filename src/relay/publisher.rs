@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::domain::order::rfc3339;
@@ -144,23 +144,35 @@ impl Publish for Publisher {
 }
 
 /// The message body of docs/contracts.md around a stored payload, `sent_at` = now. A payload that is
-/// not `{"order": {...}}` is refused here, before it reaches any consumer.
+/// not `{"order": {...}}` is refused here, before it reaches any consumer. The payload is checked
+/// without building it as a tree and goes into the body as stored (it is our own JSON): about
+/// 2 % of an order's CPU went to parsing it into a `Value` and writing it again.
 pub fn envelope(payload: &str) -> Result<Vec<u8>, String> {
-    let payload: Value = serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
-    if !payload.get("order").is_some_and(Value::is_object) {
+    #[derive(serde::Deserialize)]
+    struct Stored<'a> {
+        #[serde(borrow)]
+        order: Option<&'a RawValue>,
+    }
+    let stored: Stored = serde_json::from_str(payload).map_err(|e| format!("payload is not a JSON object: {e}"))?;
+    if !stored.order.is_some_and(|order| order.get().starts_with('{')) {
         return Err("payload has no \"order\" object".to_owned());
     }
-    let body = serde_json::json!({
-        "producer": "order-service",
-        "sent_at": rfc3339(chrono::Utc::now()),
-        "type": EVENT_TYPE,
-        "payload": payload,
-    });
-    serde_json::to_vec(&body).map_err(|e| format!("cannot encode the event: {e}"))
+    let sent_at = rfc3339(chrono::Utc::now());
+    let mut body = Vec::with_capacity(payload.len() + 100);
+    body.extend_from_slice(br#"{"producer":"order-service","sent_at":""#);
+    body.extend_from_slice(sent_at.as_bytes());
+    body.extend_from_slice(br#"","type":""#);
+    body.extend_from_slice(EVENT_TYPE.as_bytes());
+    body.extend_from_slice(br#"","payload":"#);
+    body.extend_from_slice(payload.trim().as_bytes());
+    body.push(b'}');
+    Ok(body)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -179,7 +191,17 @@ mod tests {
     #[test]
     fn a_corrupt_payload_is_refused() {
         assert!(envelope("{not json").is_err());
+        assert!(envelope(r#"{"order": {"order_id": "x"}} trailing"#).is_err());
         assert!(envelope(r#""just a string""#).is_err());
         assert!(envelope(r#"{"order": 3}"#).is_err());
+        assert!(envelope(r#"{"order": "{}"}"#).is_err());
+        assert!(envelope(r#"{"other": {}}"#).is_err());
+    }
+
+    #[test]
+    fn a_payload_as_postgres_prints_jsonb_goes_in_as_it_is() {
+        let stored = r#"{"order": {"order_id": "x", "total_amount": 9.99, "note": "\"quoted\" é"}}"#;
+        let body: Value = serde_json::from_slice(&envelope(stored).expect("valid")).expect("json");
+        assert_eq!(body["payload"], serde_json::from_str::<Value>(stored).expect("json"));
     }
 }

@@ -10,9 +10,10 @@ use reqwest::header::HeaderValue;
 pub struct Correlation {
     pub request_id: Option<HeaderValue>,
     pub traceparent: Option<HeaderValue>,
-    /// Whether this request's trace is recorded. Not: the spans inside it are not made at all
-    /// (the tracer's filter reads [`sampled`]): an unsampled order costs no span but its server
-    /// span, and the context passed on says "not sampled" so the upstreams agree.
+    /// Whether this request's trace is recorded. When it is not, the spans inside the request
+    /// are not made at all (the tracer's filter reads [`sampled`]): an unsampled order costs no
+    /// span but its server span, and the context passed on says "not sampled" so the upstreams
+    /// agree.
     pub sampled: bool,
 }
 

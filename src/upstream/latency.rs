@@ -41,9 +41,15 @@ impl LatencyWindow {
         if samples.len() < MIN_SAMPLES {
             return None;
         }
-        let mut sorted: Vec<Duration> = samples.iter().map(|(_, elapsed)| *elapsed).collect();
+        // Copied onto the stack (no allocation per lookup) and selected outside the lock.
+        let mut copy = [Duration::ZERO; CAPACITY];
+        let count = samples.len();
+        for (slot, (_, elapsed)) in copy.iter_mut().zip(samples.iter()) {
+            *slot = *elapsed;
+        }
         drop(samples);
-        let rank = (sorted.len() * percentile.clamp(1, 99) as usize).div_ceil(100);
+        let sorted = &mut copy[..count];
+        let rank = (count * percentile.clamp(1, 99) as usize).div_ceil(100);
         let (_, nth, _) = sorted.select_nth_unstable(rank.saturating_sub(1));
         Some(*nth)
     }

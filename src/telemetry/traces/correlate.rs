@@ -5,8 +5,9 @@
 //! spans a log line is written in, when the first line is written in each — not when the span is
 //! created (the HTTP layer sets the span's remote parent, the caller's `traceparent`, right after
 //! creating it; reading the context earlier would fix the trace id before that), and not for
-//! spans no line is written in (most attempt and database spans): formatting ids costs every
-//! span that pays it. This layer must sit before the log formatter, which reads the fields.
+//! spans no line is written in: formatting ids costs every span that pays it. The log formats
+//! only request spans (`telemetry::logging`), so those are the spans that get ids. This layer
+//! must sit before the log formatter, which reads the fields.
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Dispatch, Subscriber};

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use order_service::domain::OrderStore;
 use order_service::relay::{NotifyingStore, RelaySettings};
 use order_service::storage;
@@ -25,6 +26,12 @@ async fn raw_rate() -> f64 {
     let connection = Connection::connect(BROKER, ConnectionProperties::default()).await.expect("connect");
     let channel = connection.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    // A fresh broker has no `orders` exchange until a relay or a consumer declares it.
+    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel
+        .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await
+        .expect("exchange");
     let body = vec![b'x'; 300];
     let started = Instant::now();
     for _ in 0..EVENTS / BATCH {

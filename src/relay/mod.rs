@@ -129,21 +129,29 @@ impl Relay {
     }
 
     /// Claims and sends batch after batch, settling each one while the next is claimed and sent,
-    /// until a claim comes back empty (or [`MAX_BATCHES_PER_PASS`]). Returns what was settled, whether
-    /// the pass ended on an empty claim, and why the broker was lost if it was.
+    /// until a claim comes back short of `batch_size` (or [`MAX_BATCHES_PER_PASS`]). A short claim
+    /// ends the pass without one more claim to find the table empty: rows committed meanwhile have
+    /// woken the relay again (a stored `Notify` permit), and at moderate load that extra claim was
+    /// one of the three transactions each pass cost. Returns what was settled, whether the pass
+    /// claimed nothing at all, and why the broker was lost if it was.
     async fn pass(&mut self) -> (Result<RelayOutcome, StoreError>, bool, Option<String>) {
         let Some(publisher) = self.publisher.as_deref() else {
             return (Ok(RelayOutcome::default()), false, Some("not connected".to_owned()));
         };
         let (backoff, limit) = (self.settings.row_backoff, self.settings.batch_size);
         let mut total = Ok(RelayOutcome::default());
-        let (mut lost, mut empty) = (None, false);
+        let (mut lost, mut drained, mut claimed) = (None, false, 0);
         let mut previous: Option<batch::Sent> = None;
         for _ in 0..MAX_BATCHES_PER_PASS {
             // The next batch is claimed and sent while the one before is confirmed and committed.
             let outbox = &self.outbox;
             let next = async {
+                if drained {
+                    return Ok(None); // the last claim was short: only its settling is left
+                }
                 let claim = outbox.claim(now(), limit).await?;
+                claimed += claim.rows().len();
+                drained = claim.rows().len() < limit as usize;
                 Ok::<_, StoreError>(if claim.rows().is_empty() {
                     None
                 } else {
@@ -167,18 +175,18 @@ impl Relay {
                     break;
                 }
             };
-            empty = sent.is_none();
             let broke = sent.as_ref().is_some_and(|sent| sent.lost.is_some());
+            let nothing_sent = sent.is_none();
             previous = sent;
-            if empty || broke || lost.is_some() || total.is_err() {
+            if nothing_sent || broke || lost.is_some() || total.is_err() {
                 break;
             }
         }
         if let Some(done) = previous.take() {
             settled(&mut total, &mut lost, batch::settle(done, backoff, BROKER_TIMEOUT).await);
         }
-        self.more_waiting = !empty && lost.is_none() && total.is_ok();
-        (total, empty, lost)
+        self.more_waiting = !drained && lost.is_none() && total.is_ok();
+        (total, claimed == 0, lost)
     }
 
     async fn count_pending(&mut self) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,10 +16,19 @@ use crate::domain::OutboxRow;
 use crate::domain::outbox::{Claim, Settlement};
 use crate::telemetry::traces::propagation::TraceContext;
 
-/// Hands out prepared batches, one per claim, then empty claims; records each settlement.
+/// Hands out prepared batches, one per claim, then empty claims; records each settlement and
+/// counts the claims.
 struct Batches {
     queue: Mutex<VecDeque<Vec<OutboxRow>>>,
     settled: Arc<Mutex<Vec<Settlement>>>,
+    claims: AtomicUsize,
+}
+
+impl Batches {
+    fn new(batches: impl IntoIterator<Item = Vec<OutboxRow>>) -> Self {
+        let queue = Mutex::new(batches.into_iter().collect());
+        Self { queue, settled: Arc::default(), claims: AtomicUsize::new(0) }
+    }
 }
 
 struct Recorded {
@@ -40,6 +50,7 @@ impl Claim for Recorded {
 #[async_trait]
 impl OutboxStore for Batches {
     async fn claim(&self, _: DateTime<Utc>, _: u32) -> Result<Box<dyn Claim>, StoreError> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
         let rows = self.queue.lock().expect("lock").pop_front().unwrap_or_default();
         Ok(Box::new(Recorded { rows, settled: Arc::clone(&self.settled) }))
     }
@@ -86,6 +97,27 @@ impl Broker for GatedBroker {
     }
 }
 
+/// Confirms every event at once.
+struct Acking;
+
+#[async_trait]
+impl Publish for Acking {
+    fn is_connected(&self) -> bool {
+        true
+    }
+    async fn send(&self, _: Uuid, _: &[u8], _: Option<&TraceContext>) -> Result<Confirm, PublishError> {
+        Ok(Box::pin(async { Ok(()) }))
+    }
+    async fn close(&self) {}
+}
+
+#[async_trait]
+impl Broker for Acking {
+    async fn connect(&self) -> Result<Box<dyn Publish>, PublishError> {
+        Ok(Box::new(Acking))
+    }
+}
+
 fn row(id: i64) -> OutboxRow {
     OutboxRow {
         id,
@@ -101,15 +133,28 @@ fn row(id: i64) -> OutboxRow {
 async fn the_next_batch_is_sent_while_the_broker_confirms_the_one_before() {
     let (first, second) = (vec![row(1), row(2)], vec![row(3), row(4)]);
     let second_ids = second.iter().map(|r| r.order_id).collect();
-    let settled = Arc::new(Mutex::new(Vec::new()));
-    let outbox = Batches { queue: Mutex::new(VecDeque::from([first, second])), settled: Arc::clone(&settled) };
+    let outbox = Arc::new(Batches::new([first, second]));
     let settings = RelaySettings { batch_size: 2, ..RelaySettings::default() };
-    let mut relay = Relay::new(Arc::new(outbox), Arc::new(GatedBroker(second_ids)), settings);
+    let mut relay = Relay::new(outbox.clone(), Arc::new(GatedBroker(second_ids)), settings);
 
     let outcome = relay.relay_once().await.expect("no batch waits out the confirm timeout");
     assert_eq!(outcome, RelayOutcome { claimed: 4, published: 4, failed: 0 });
-    let settled = settled.lock().expect("lock");
-    let published: Vec<Vec<i64>> = settled.iter().map(|s| s.published.clone()).collect();
+    let published: Vec<Vec<i64>> = outbox.settled.lock().expect("lock").iter().map(|s| s.published.clone()).collect();
     assert_eq!(published, [vec![1, 2], vec![3, 4]], "each batch settled once, in order");
+    assert_eq!(outbox.claims.load(Ordering::SeqCst), 3, "two full batches, then a claim that found nothing");
     assert!(!relay.more_waiting, "the pass ended on an empty claim");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_claim_ends_the_pass_without_claiming_again() {
+    let outbox = Arc::new(Batches::new([vec![row(1), row(2)], vec![row(3)], vec![row(4)]]));
+    let settings = RelaySettings { batch_size: 2, ..RelaySettings::default() };
+    let mut relay = Relay::new(outbox.clone(), Arc::new(Acking), settings);
+
+    let outcome = relay.relay_once().await.expect("pass");
+    assert_eq!(outcome, RelayOutcome { claimed: 3, published: 3, failed: 0 });
+    assert_eq!(outbox.claims.load(Ordering::SeqCst), 2, "a full batch, then a short one, then no third claim");
+    let published: Vec<Vec<i64>> = outbox.settled.lock().expect("lock").iter().map(|s| s.published.clone()).collect();
+    assert_eq!(published, [vec![1, 2], vec![3]]);
+    assert!(!relay.more_waiting, "a short claim means nothing more was waiting");
 }

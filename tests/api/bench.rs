@@ -19,7 +19,7 @@ use crate::kit::{BROKER, Backend, TestConsumer, TestDb, broker_relay, sample_ord
 
 const EVENTS: usize = 3000;
 const BATCH: usize = 100;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// Events/s of a bare loop: one channel, confirms on, batches of `BATCH` sent then confirmed.
 async fn raw_rate() -> f64 {
@@ -104,7 +104,7 @@ async fn bench_relay_throughput_and_lag() {
 }
 
 /// Events/s of relay passes draining a backlog of `EVENTS` rows (made in one statement, shaped
-/// as `insert_order` writes them), after a warm-up batch.
+/// as `insert_order` writes them, then analyzed), after a warm-up batch.
 async fn relay_rate() -> f64 {
     let db = TestDb::new(Backend::Postgres).await;
     let stores = db.stores(8).await;
@@ -113,6 +113,10 @@ async fn relay_rate() -> f64 {
     db.execute(&backlog(BATCH)).await;
     relay.relay_once().await.expect("warm-up pass");
     db.execute(&backlog(EVENTS)).await;
+    // A backlog builds up during a broker outage, and autovacuum analyzes the table meanwhile
+    // (it changed by far more than its threshold). Unanalyzed, the planner takes the fresh table
+    // for a few rows and sorts the whole backlog at every claim: 4 ms instead of 0.2 ms per claim.
+    db.execute("ANALYZE outbox").await;
     let started = Instant::now();
     let mut published = 0;
     while published < EVENTS {

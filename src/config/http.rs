@@ -32,7 +32,9 @@ pub struct HttpConfig {
     /// `HTTP_SHED_DELAY_MS`: a shed request's 503 is decided at once but sent this much later
     /// (0 = at once). A client that re-sends the moment it is refused then costs a timer
     /// instead of a spin: without it, 448 such connections kept the two cores busy with
-    /// refusals and the orders' goodput fell to 0.15 × capacity (docs/overload.md).
+    /// refusals and the orders' goodput fell to 0.15 × capacity. 250 ms, not 100: four re-sends a
+    /// second per connection instead of ten gave 8× goodput 0.88–0.93 instead of 0.80–0.85 ×
+    /// capacity (docs/overload.md, third session).
     pub shed_delay: Duration,
     /// `HTTP_MAX_READS_IN_FLIGHT`: `GET /v1/…` requests served at once, a limit apart from
     /// writes so a flood of orders cannot starve reads (nor the reverse).
@@ -80,7 +82,7 @@ impl HttpConfig {
                 min: env.number("HTTP_MIN_IN_FLIGHT", 16, 1..=1_000_000)?.min(max_in_flight),
                 max: max_in_flight,
             },
-            shed_delay: Duration::from_millis(env.number("HTTP_SHED_DELAY_MS", 100, 0..=10_000)?),
+            shed_delay: Duration::from_millis(env.number("HTTP_SHED_DELAY_MS", 250, 0..=10_000)?),
             max_reads_in_flight: env.number("HTTP_MAX_READS_IN_FLIGHT", 128, 1..=1_000_000)?,
             header_read_timeout: env.millis("HTTP_HEADER_READ_TIMEOUT_MS", 30_000)?,
             first_byte_timeout: env.millis("HTTP_FIRST_BYTE_TIMEOUT_MS", 10_000)?,

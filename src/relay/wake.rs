@@ -46,12 +46,20 @@ impl Drop for NotifyingStore {
     }
 }
 
+/// Least time between two announcements of one replica. Without it a busy replica announced
+/// nearly every commit (0.88 extra transactions per order at 1,500 orders/s, measured), since an
+/// announcement takes less time than the gap between commits; with it, at most 200 a second, and
+/// an event waits at most this much longer for another replica's relay.
+const ANNOUNCE_SPACING: std::time::Duration = std::time::Duration::from_millis(5);
+
 async fn announce_forever(outbox: Arc<dyn OutboxStore>, requests: Arc<Notify>) {
     loop {
         requests.notified().await;
         if let Err(error) = outbox.announce().await {
             tracing::debug!(%error, "could not announce new outbox rows; the relays' poll will find them");
         }
+        // Commits meanwhile leave one stored permit: the next announcement covers them all.
+        tokio::time::sleep(ANNOUNCE_SPACING).await;
     }
 }
 
@@ -136,9 +144,12 @@ mod tests {
         }
     }
 
-    /// Counts announcements.
+    /// Counts announcements and keeps the (tokio) time of the last one.
     #[derive(Default)]
-    struct Announcements(AtomicUsize);
+    struct Announcements {
+        count: AtomicUsize,
+        last: std::sync::Mutex<Option<tokio::time::Instant>>,
+    }
 
     #[async_trait]
     impl OutboxStore for Announcements {
@@ -149,7 +160,8 @@ mod tests {
             unreachable!()
         }
         async fn announce(&self) -> Result<(), StoreError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.count.fetch_add(1, Ordering::SeqCst);
+            *self.last.lock().expect("lock") = Some(tokio::time::Instant::now());
             Ok(())
         }
     }
@@ -170,7 +182,7 @@ mod tests {
         store.insert_order(&order(), None).await.expect("insert");
         let woken = tokio::time::timeout(Duration::from_millis(50), wake.notified()).await.is_ok();
         tokio::task::yield_now().await;
-        (woken, announcements.0.load(Ordering::SeqCst))
+        (woken, announcements.count.load(Ordering::SeqCst))
     }
 
     #[tokio::test(start_paused = true)]
@@ -189,6 +201,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_commits_is_announced_every_few_milliseconds_not_every_commit() {
+        let announcements = Arc::new(Announcements::default());
+        let store = NotifyingStore::new(Arc::new(Accepting), announcements.clone(), None);
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(1)).await; // 1,000 commits a second
+            store.insert_order(&order(), None).await.expect("insert");
+        }
+        let last_commit = tokio::time::Instant::now();
+        tokio::time::sleep(ANNOUNCE_SPACING * 2).await;
+        let count = announcements.count.load(Ordering::SeqCst);
+        assert!((15..=25).contains(&count), "about one per {ANNOUNCE_SPACING:?} over 100 ms, not 100: {count}");
+        let last = announcements.last.lock().expect("lock").expect("announced");
+        assert!(last >= last_commit, "the last commit is announced too");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn commits_during_an_announcement_are_announced_once_more_not_once_each() {
         let announcements = Arc::new(Announcements::default());
         let store = NotifyingStore::new(Arc::new(Accepting), announcements.clone(), None);
@@ -198,6 +226,6 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(announcements.0.load(Ordering::SeqCst), 1, "one stored request for 50 commits");
+        assert_eq!(announcements.count.load(Ordering::SeqCst), 1, "one stored request for 50 commits");
     }
 }

@@ -7,15 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use order_service::domain::OrderStore;
 use order_service::relay::{NotifyingStore, RelaySettings};
 use order_service::storage;
 use tokio::sync::Notify;
 
-use crate::kit::{BROKER, Backend, TestConsumer, TestDb, broker_relay, sample_order};
+use crate::kit::{BROKER, Backend, TestConsumer, TestDb, broker_relay, declare_orders_exchange, sample_order};
 
 const EVENTS: usize = 3000;
 const BATCH: usize = 100;
@@ -26,12 +25,7 @@ async fn raw_rate() -> f64 {
     let connection = Connection::connect(BROKER, ConnectionProperties::default()).await.expect("connect");
     let channel = connection.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
-    // A fresh broker has no `orders` exchange until a relay or a consumer declares it.
-    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-    channel
-        .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
-        .await
-        .expect("exchange");
+    declare_orders_exchange(&channel).await;
     let body = vec![b'x'; 300];
     let started = Instant::now();
     for _ in 0..EVENTS / BATCH {

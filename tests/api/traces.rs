@@ -12,19 +12,23 @@ const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 
 async fn traced(collector: &Collector) -> TestBinary {
-    TestBinary::new(Backend::Postgres)
-        .await
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+    collector
+        .receiving_from(TestBinary::new(Backend::Postgres).await)
         .env("OTEL_SERVICE_NAME", "order-service-under-test")
 }
 
-/// Places an order as a caller that is itself traced; returns the status and `traceresponse`.
+/// Places an order as a caller that is itself traced (and sampled); returns the status and
+/// `traceresponse`.
 async fn order(service: &TestBinary, user: &str, product: &str, parent_span: &str) -> (u16, String) {
+    order_as(service, user, product, &format!("00-{CALLER_TRACE}-{parent_span}-01")).await
+}
+
+/// Places an order with the caller's `traceparent`; returns the status and `traceresponse`.
+async fn order_as(service: &TestBinary, user: &str, product: &str, traceparent: &str) -> (u16, String) {
     let response = service
         .http
         .post(service.url("/v1/orders"))
-        .header("traceparent", format!("00-{CALLER_TRACE}-{parent_span}-01"))
+        .header("traceparent", traceparent)
         .json(&serde_json::json!({ "user_id": user, "product_code": product }))
         .send()
         .await
@@ -108,10 +112,8 @@ async fn a_hedged_lookup_shows_the_slow_attempt_cancelled_and_the_hedge_answerin
     // The product's first call after the warm-up takes 5 s; the hedge (after 100 ms) answers.
     let slow = ClassicBox { calls: AtomicUsize::new(0), slow: vec![WARM_UP + 1], slow_delay: Duration::from_secs(5) };
     let collector = Collector::start().await;
-    let service = TestBinary::with_upstreams(Backend::Sqlite, upstreams_with(slow).await)
-        .await
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+    let service = collector
+        .receiving_from(TestBinary::with_upstreams(Backend::Sqlite, upstreams_with(slow).await).await)
         .env("PRODUCT_HEDGE_MIN_DELAY_MS", "100");
     let _running = service.start().await;
     for _ in 0..WARM_UP {
@@ -227,22 +229,13 @@ async fn log_lines_inside_a_span_carry_its_trace_and_span_ids() {
 async fn an_unsampled_order_exports_nothing_and_tells_its_upstreams_so() {
     const UNSAMPLED_TRACE: &str = "5cf92f3577b34da6a3ce929d0e0e4737";
     let collector = Collector::start().await;
-    let service = TestBinary::with_upstreams(Backend::Sqlite, Upstreams::healthy().await)
-        .await
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "50");
+    let service =
+        collector.receiving_from(TestBinary::with_upstreams(Backend::Sqlite, Upstreams::healthy().await).await);
     let _running = service.start().await;
 
-    let response = service
-        .http
-        .post(service.url("/v1/orders"))
-        .header("traceparent", format!("00-{UNSAMPLED_TRACE}-00f067aa0ba902d1-00"))
-        .json(&serde_json::json!({ "user_id": ADA, "product_code": "classic-box" }))
-        .send()
-        .await
-        .expect("order");
-    assert_eq!(response.status(), 201);
-    let traceresponse = response.headers()["traceresponse"].to_str().expect("ascii").to_owned();
+    let caller = format!("00-{UNSAMPLED_TRACE}-00f067aa0ba902d1-00");
+    let (status, traceresponse) = order_as(&service, ADA, "classic-box", &caller).await;
+    assert_eq!(status, 201);
     assert!(traceresponse.starts_with(&format!("00-{UNSAMPLED_TRACE}-")) && traceresponse.ends_with("-00"));
     let (users, products) = service.upstreams.mocks();
     for server in [users, products] {

@@ -13,10 +13,6 @@ use crate::kit::{ADA, BROKER, Backend, Collector, ReceivedSpan, TestBinary, Test
 const CALLER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
 const PRODUCER: i32 = 4;
 
-fn traced(service: TestBinary, collector: &Collector) -> TestBinary {
-    service.env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()).env("OTEL_BSP_SCHEDULE_DELAY", "50")
-}
-
 /// Places a traced caller's order; returns its id.
 async fn order(service: &TestBinary) -> String {
     let response = service
@@ -73,7 +69,7 @@ fn assert_published_in_the_orders_trace(spans: &[ReceivedSpan], delivery: &Deliv
 async fn a_published_event_continues_its_orders_trace() {
     let collector = Collector::start().await;
     let mut consumer = TestConsumer::bind().await;
-    let service = traced(TestBinary::new(Backend::Postgres).await, &collector).env("AMQP_URL", BROKER);
+    let service = collector.receiving_from(TestBinary::new(Backend::Postgres).await).env("AMQP_URL", BROKER);
     let _running = service.start().await;
 
     let id = order(&service).await;
@@ -88,7 +84,7 @@ async fn another_replicas_relay_publishes_it_later_in_the_same_trace() {
     let collector = Collector::start().await;
     let mut consumer = TestConsumer::bind().await;
     // The placing replica has no relay, and is gone before the other one starts.
-    let placing = traced(TestBinary::new(Backend::Postgres).await, &collector);
+    let placing = collector.receiving_from(TestBinary::new(Backend::Postgres).await);
     let running = placing.start().await;
     let id = order(&placing).await;
     let exported = |spans: &Vec<ReceivedSpan>| spans.iter().any(|s| s.name == "place order");
@@ -97,7 +93,7 @@ async fn another_replicas_relay_publishes_it_later_in_the_same_trace() {
     let stored = placing.db.scalar_text("SELECT traceparent FROM outbox").await;
     assert!(stored.starts_with(&format!("00-{CALLER_TRACE}-")), "the outbox row keeps the trace: {stored}");
 
-    let publishing = traced(TestBinary::same_database_as(&placing.db).await, &collector).env("AMQP_URL", BROKER);
+    let publishing = collector.receiving_from(TestBinary::same_database_as(&placing.db).await).env("AMQP_URL", BROKER);
     let _running = publishing.start().await;
     let delivery = consumer.take(std::slice::from_ref(&id), 1, Duration::from_secs(20)).await;
     assert_eq!(delivery.len(), 1, "the other replica published the event");

@@ -23,6 +23,16 @@ pub fn amqp_url(port: u16) -> String {
     format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
 }
 
+/// Declares the durable `orders` topic exchange, as the relay does (a fresh broker has none
+/// until a relay or a consumer declares it).
+pub async fn declare_orders_exchange(channel: &lapin::Channel) {
+    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel
+        .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await
+        .expect("exchange");
+}
+
 /// A queue of this test's own on the `orders` exchange.
 pub struct TestConsumer {
     _connection: Connection,
@@ -35,11 +45,7 @@ impl TestConsumer {
             .await
             .expect("RabbitMQ must be running on 127.0.0.1:5672 for the tests");
         let channel = connection.create_channel().await.expect("channel");
-        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        channel
-            .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await
-            .expect("exchange");
+        declare_orders_exchange(&channel).await;
         let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
         let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.expect("queue");
         let name = queue.name().clone();

@@ -27,7 +27,7 @@ mod wait;
 
 pub use app::{TestApp, order_ids, problem};
 pub use binary::{Output, TestBinary};
-pub use broker::{BROKER, TestConsumer, amqp_url, broker_relay, message_id, new_relay};
+pub use broker::{BROKER, TestConsumer, amqp_url, broker_relay, declare_orders_exchange, message_id, new_relay};
 pub use db::{Backend, TestDb, sample_order};
 pub use metrics::{label_values, sample, series};
 pub use otlp::{Collector, ReceivedSpan};

@@ -13,6 +13,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
+use super::TestBinary;
+
 /// One received span, flattened to what tests look at.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
@@ -44,6 +46,11 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// `service` exporting its spans here, in batches sent every 50 ms.
+    pub fn receiving_from(&self, service: TestBinary) -> TestBinary {
+        service.env("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint.as_str()).env("OTEL_BSP_SCHEDULE_DELAY", "50")
+    }
+
     pub async fn start() -> Self {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new().route("/v1/traces", post(receive)).with_state(Arc::clone(&spans));

@@ -110,6 +110,11 @@ pub struct RelaySettings {
     pub row_backoff: Backoff,
     /// `OUTBOX_RECONNECT_MAX_MS`: cap of the jittered reconnect backoff.
     pub reconnect: Backoff,
+    /// `OUTBOX_PASS_SPACING_MS`: the least time between the starts of two passes. Under a steady
+    /// stream of commits each pass then takes the rows of a whole interval, so a claim, its
+    /// commit and the broker's confirms are shared by more events; an event waits at most this
+    /// much longer. A relay woken after a quiet spell starts at once.
+    pub pass_spacing: Duration,
 }
 
 impl Default for RelaySettings {
@@ -119,6 +124,7 @@ impl Default for RelaySettings {
             batch_size: 100,
             row_backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(300) },
             reconnect: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(30) },
+            pass_spacing: Duration::from_millis(10),
         }
     }
 }
@@ -158,5 +164,6 @@ fn relay_settings(env: &Env<'_>) -> Result<RelaySettings, ConfigError> {
         batch_size: env.number("OUTBOX_BATCH_SIZE", d.batch_size, 1..=10_000)?,
         row_backoff: Backoff { base: retry_base, max: retry_max },
         reconnect: Backoff { base: d.reconnect.base.min(reconnect_max), max: reconnect_max },
+        pass_spacing: env.millis("OUTBOX_PASS_SPACING_MS", ms(d.pass_spacing))?,
     })
 }

@@ -124,11 +124,19 @@ fn relay_settings_have_defaults_and_are_validated() {
     assert_eq!(c.broker.relay, RelaySettings::default());
     assert_eq!(c.broker.relay.poll_interval, Duration::from_secs(1));
     assert_eq!(c.broker.relay.batch_size, 100);
-    let c = load(&[("OUTBOX_POLL_INTERVAL_MS", "50"), ("OUTBOX_BATCH_SIZE", "7")]).expect("valid");
+    assert_eq!(c.broker.relay.pass_spacing, Duration::from_millis(10));
+    let vars = [("OUTBOX_POLL_INTERVAL_MS", "50"), ("OUTBOX_BATCH_SIZE", "7"), ("OUTBOX_PASS_SPACING_MS", "3")];
+    let c = load(&vars).expect("valid");
     assert_eq!(c.broker.relay.poll_interval, Duration::from_millis(50));
     assert_eq!(c.broker.relay.batch_size, 7);
-    for (var, value) in [("OUTBOX_BATCH_SIZE", "0"), ("OUTBOX_POLL_INTERVAL_MS", "soon"), ("OUTBOX_RETRY_MAX_MS", "10")]
-    {
+    assert_eq!(c.broker.relay.pass_spacing, Duration::from_millis(3));
+    let invalid = [
+        ("OUTBOX_BATCH_SIZE", "0"),
+        ("OUTBOX_POLL_INTERVAL_MS", "soon"),
+        ("OUTBOX_RETRY_MAX_MS", "10"),
+        ("OUTBOX_PASS_SPACING_MS", "0"),
+    ];
+    for (var, value) in invalid {
         assert_eq!(load(&[(var, value)]).expect_err(var).var, var, "{value}");
     }
 }

@@ -218,7 +218,23 @@ impl Relay {
     pub async fn run(mut self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
         metrics::outbox_started();
         let mut failures = 0u32;
+        let mut started: Option<tokio::time::Instant> = None;
         'passes: while !*stop.borrow() {
+            // Passes start at least `pass_spacing` apart: see `RelaySettings::pass_spacing`.
+            if let Some(ready) = started.map(|at| at + self.settings.pass_spacing)
+                && tokio::time::Instant::now() < ready
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(ready) => {}
+                    changed = stop.changed() => {
+                        if changed.is_err() {
+                            break 'passes;
+                        }
+                        continue 'passes;
+                    }
+                }
+            }
+            started = Some(tokio::time::Instant::now());
             let pause = match self.relay_once().await {
                 Ok(_) => {
                     failures = 0;

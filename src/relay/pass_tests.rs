@@ -158,3 +158,36 @@ async fn a_short_claim_ends_the_pass_without_claiming_again() {
     assert_eq!(published, [vec![1, 2], vec![3]]);
     assert!(!relay.more_waiting, "a short claim means nothing more was waiting");
 }
+
+/// Claims made by a spawned relay woken every millisecond for `for_ms`, then once after a quiet
+/// second: the first figure counts passes under a steady stream, the second whether the relay
+/// starts at once after a quiet spell.
+async fn passes_under_a_steady_stream(spacing: Duration, for_ms: u64) -> (usize, bool) {
+    let outbox = Arc::new(Batches::new([]));
+    let settings = RelaySettings { pass_spacing: spacing, ..RelaySettings::default() };
+    let wake = Arc::new(Notify::new());
+    let handle = Relay::new(outbox.clone(), Arc::new(Acking), settings).spawn(Arc::clone(&wake));
+    tokio::time::sleep(Duration::from_millis(1)).await; // the first pass, at start
+    let before = outbox.claims.load(Ordering::SeqCst);
+    for _ in 0..for_ms {
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let steady = outbox.claims.load(Ordering::SeqCst) - before;
+    tokio::time::sleep(Duration::from_millis(500)).await; // quiet, well inside the 1 s poll
+    let quiet = outbox.claims.load(Ordering::SeqCst);
+    wake.notify_one();
+    tokio::time::sleep(Duration::from_micros(100)).await;
+    let prompt = outbox.claims.load(Ordering::SeqCst) > quiet;
+    handle.stop().await;
+    (steady, prompt)
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_a_steady_stream_of_commits_passes_start_a_spacing_apart() {
+    let (spaced, prompt) = passes_under_a_steady_stream(Duration::from_millis(10), 100).await;
+    assert!((9..=11).contains(&spaced), "100 ms of wake-ups, passes 10 ms apart: {spaced} passes");
+    assert!(prompt, "a relay woken after a quiet spell starts at once");
+    let (unspaced, _) = passes_under_a_steady_stream(Duration::ZERO, 100).await;
+    assert!(unspaced >= 90, "without spacing every wake-up is a pass: {unspaced} passes");
+}

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
+
 use super::publisher::{self, Confirm, Publish, PublishError};
 use super::span::Publishing;
 use crate::backoff::Backoff;
@@ -45,22 +47,36 @@ pub struct Sent {
     pub lost: Option<String>,
 }
 
-/// Sends every row of `claim` (nothing after the connection breaks).
+/// Sends every row of `claim`, all at once and in row order. lapin's publish resolves only once
+/// its IO thread has written the frames, so awaiting each message before starting the next cost a
+/// hand-off between threads per event (about 26 µs of the relay's ≈ 35 µs per event, pinned to
+/// one core); started together, the IO thread writes the batch in a few wake-ups. Each send is
+/// first polled in row order (that first poll queues its frames), so the broker receives the
+/// batch in claim order. A send that fails gives its row back; after a broken connection every
+/// later send fails too.
 pub async fn send(publisher: &dyn Publish, claim: Box<dyn Claim>) -> Sent {
-    let mut sent = Sent { in_flight: Vec::with_capacity(claim.rows().len()), refused: Vec::new(), lost: None, claim };
-    for (index, row) in sent.claim.rows().iter().enumerate() {
+    let rows = claim.rows();
+    let mut refused = Vec::new();
+    let mut ready = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
         match publisher::envelope(&row.payload) {
-            Err(reason) => sent.refused.push((index, reason)),
+            Err(reason) => refused.push((index, reason)),
             Ok(body) => {
                 let span = Publishing::start(row, body.len());
-                match publisher.send(row.order_id, &body, span.context(row).as_ref()).await {
-                    Ok(confirm) => sent.in_flight.push((index, confirm, span)),
-                    Err(error) => {
-                        span.finish(Err("lost"));
-                        sent.lost = Some(error.to_string());
-                        break;
-                    }
-                }
+                let trace = span.context(row);
+                ready.push((index, body, trace, span));
+            }
+        }
+    }
+    let sends = ready.iter().map(|(index, body, trace, _)| publisher.send(rows[*index].order_id, body, trace.as_ref()));
+    let results = join_all(sends).await;
+    let mut sent = Sent { in_flight: Vec::with_capacity(results.len()), refused, lost: None, claim };
+    for ((index, _, _, span), result) in ready.into_iter().zip(results) {
+        match result {
+            Ok(confirm) => sent.in_flight.push((index, confirm, span)),
+            Err(error) => {
+                span.finish(Err("lost"));
+                sent.lost.get_or_insert_with(|| error.to_string());
             }
         }
     }

@@ -48,10 +48,14 @@ impl Publish for Scripted {
 
     async fn send(&self, order_id: Uuid, body: &[u8], trace: Option<&TraceContext>) -> Result<Confirm, PublishError> {
         assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok(), "the envelope is JSON");
-        let answer = self.answers.lock().expect("lock").pop_front().unwrap_or(Answer::Ack);
+        let mut answers = self.answers.lock().expect("lock");
+        let answer = answers.pop_front().unwrap_or(Answer::Ack);
         if let Answer::SendFails = answer {
+            answers.clear();
+            answers.push_back(Answer::SendFails); // a broken connection fails every later send
             return Err(PublishError::Connection("connection reset".into()));
         }
+        drop(answers);
         self.sent.lock().expect("lock").push(order_id);
         self.traces.lock().expect("lock").push(trace.cloned());
         Ok(Box::pin(async move {
@@ -198,4 +202,52 @@ async fn a_message_carries_its_orders_stored_trace_context_where_this_process_do
     let (outcome, _) = publish(&publisher, claim, BACKOFF, Duration::from_secs(10)).await;
     assert_eq!(outcome.expect("settled").published, 2);
     assert_eq!(*publisher.traces.lock().expect("lock"), [Some(placed), None], "an untraced order's message has none");
+}
+
+/// Confirms nothing until the whole batch has been handed over, and records the order in which
+/// the sends began (where lapin queues the frames): a relay that awaited each send before
+/// starting the next would never get past the first.
+struct AllAtOnce {
+    batch: usize,
+    started: Mutex<Vec<Uuid>>,
+    all_started: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Publish for AllAtOnce {
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    async fn send(&self, order_id: Uuid, _: &[u8], _: Option<&TraceContext>) -> Result<Confirm, PublishError> {
+        let everyone = {
+            let mut started = self.started.lock().expect("lock");
+            started.push(order_id);
+            started.len() == self.batch
+        };
+        if everyone {
+            self.all_started.notify_waiters();
+        } else {
+            self.all_started.notified().await;
+        }
+        Ok(Box::pin(async { Ok(()) }))
+    }
+
+    async fn close(&self) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_is_handed_to_the_broker_all_at_once_in_claim_order() {
+    let batch = rows(40); // above join_all's small-batch threshold (30), where it switches strategy
+    let publisher =
+        AllAtOnce { batch: batch.len(), started: Mutex::default(), all_started: tokio::sync::Notify::new() };
+    let claim = Box::new(Recorded { rows: batch.clone(), settled: Arc::default() });
+    let sent = tokio::time::timeout(Duration::from_secs(5), send(&publisher, claim))
+        .await
+        .expect("every send was started before any was awaited to the end");
+    assert_eq!(sent.lost, None);
+    let order: Vec<Uuid> = batch.iter().map(|row| row.order_id).collect();
+    assert_eq!(*publisher.started.lock().expect("lock"), order, "the broker gets the batch in claim order");
+    let (outcome, _) = settle(sent, BACKOFF, Duration::from_secs(10)).await;
+    assert_eq!(outcome.expect("settled").published, 40);
 }

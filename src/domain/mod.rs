@@ -7,6 +7,8 @@
 pub mod idempotency;
 pub mod ids;
 pub mod lookup;
+#[cfg(test)]
+pub mod memory_store;
 pub mod money;
 pub mod order;
 pub mod outbox;

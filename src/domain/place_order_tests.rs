@@ -1,51 +1,12 @@
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use super::*;
-use crate::domain::idempotency::{KeyClaim, KeyLease, KeyTimes};
-use crate::domain::store::ListFilter;
 use crate::domain::{Money, Stale};
 
-/// Stores orders in memory, or — `refuse` — panics: for the tests that fail before storage,
-/// where a store call would be a bug.
-#[derive(Default)]
-struct Store {
-    orders: Mutex<Vec<Order>>,
-    refuse: bool,
-}
-
-#[async_trait]
-impl OrderStore for Store {
-    async fn insert_order(&self, order: &Order, _: Option<&KeyCompletion>) -> Result<(), StoreError> {
-        assert!(!self.refuse, "the order must fail before it is stored");
-        self.orders.lock().expect("lock").push(order.clone());
-        Ok(())
-    }
-    async fn claim_key(&self, _: &KeyLease, _: &str, _: KeyTimes) -> Result<KeyClaim, StoreError> {
-        unreachable!()
-    }
-    async fn release_key(&self, _: &KeyLease) -> Result<(), StoreError> {
-        unreachable!()
-    }
-    async fn purge_keys(&self, _: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
-        unreachable!()
-    }
-    async fn get_order(&self, _: Uuid) -> Result<Option<Order>, StoreError> {
-        unreachable!()
-    }
-    async fn list_orders(&self, _: &ListFilter) -> Result<Vec<Order>, StoreError> {
-        unreachable!()
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        unreachable!()
-    }
-    fn backend(&self) -> &'static str {
-        "none"
-    }
-}
+/// The tests that fail before storage use `refuse`: a store call there would be a bug.
+type Store = crate::domain::memory_store::MemoryStore;
 
 /// A scripted lookup: answers `answer` after `delay`, or refuses / knows the key unknown at
 /// once; records whether a fetch started and whether it was dropped before it finished.

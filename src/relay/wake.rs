@@ -110,39 +110,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::domain::memory_store::MemoryStore;
     use crate::domain::outbox::Claim;
     use crate::domain::{Money, Product, ProductCode, User, UserId};
-
-    /// Takes every order; nothing else is asked of it here.
-    struct Accepting;
-
-    #[async_trait]
-    impl OrderStore for Accepting {
-        async fn insert_order(&self, _: &Order, _: Option<&KeyCompletion>) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn claim_key(&self, _: &KeyLease, _: &str, _: KeyTimes) -> Result<KeyClaim, StoreError> {
-            unreachable!()
-        }
-        async fn release_key(&self, _: &KeyLease) -> Result<(), StoreError> {
-            unreachable!()
-        }
-        async fn purge_keys(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
-            unreachable!()
-        }
-        async fn get_order(&self, _: Uuid) -> Result<Option<Order>, StoreError> {
-            unreachable!()
-        }
-        async fn list_orders(&self, _: &ListFilter) -> Result<Vec<Order>, StoreError> {
-            unreachable!()
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            unreachable!()
-        }
-        fn backend(&self) -> &'static str {
-            "test"
-        }
-    }
 
     /// Counts announcements and keeps the (tokio) time of the last one.
     #[derive(Default)]
@@ -178,7 +148,7 @@ mod tests {
         let announcements = Arc::new(Announcements::default());
         let wake = Arc::new(Notify::new());
         let local = local.map(|status| (Arc::clone(&wake), status));
-        let store = NotifyingStore::new(Arc::new(Accepting), announcements.clone(), local);
+        let store = NotifyingStore::new(Arc::new(MemoryStore::default()), announcements.clone(), local);
         store.insert_order(&order(), None).await.expect("insert");
         let woken = tokio::time::timeout(Duration::from_millis(50), wake.notified()).await.is_ok();
         tokio::task::yield_now().await;
@@ -203,7 +173,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_steady_stream_of_commits_is_announced_every_few_milliseconds_not_every_commit() {
         let announcements = Arc::new(Announcements::default());
-        let store = NotifyingStore::new(Arc::new(Accepting), announcements.clone(), None);
+        let store = NotifyingStore::new(Arc::new(MemoryStore::default()), announcements.clone(), None);
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(1)).await; // 1,000 commits a second
             store.insert_order(&order(), None).await.expect("insert");
@@ -219,7 +189,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn commits_during_an_announcement_are_announced_once_more_not_once_each() {
         let announcements = Arc::new(Announcements::default());
-        let store = NotifyingStore::new(Arc::new(Accepting), announcements.clone(), None);
+        let store = NotifyingStore::new(Arc::new(MemoryStore::default()), announcements.clone(), None);
         for _ in 0..50 {
             store.insert_order(&order(), None).await.expect("insert");
         }

@@ -77,7 +77,7 @@ pub struct Relay {
     publisher: Option<Box<dyn Publish>>,
     status: BrokerStatus,
     /// When `outbox_pending` was last counted.
-    counted_at: Option<std::time::Instant>,
+    counted_at: Option<tokio::time::Instant>,
     /// The last pass stopped at [`MAX_BATCHES_PER_PASS`] with rows still coming.
     more_waiting: bool,
 }
@@ -95,24 +95,7 @@ impl Relay {
     /// One pass: connects if needed, then claims, publishes and settles one batch.
     pub async fn relay_once(&mut self) -> Result<RelayOutcome, RelayError> {
         if !self.publisher.as_ref().is_some_and(|p| p.is_connected()) {
-            self.publisher = None;
-            let lost = match tokio::time::timeout(BROKER_TIMEOUT, self.broker.connect()).await {
-                Ok(Ok(publisher)) => {
-                    tracing::info!("outbox relay connected to the broker");
-                    self.publisher = Some(publisher);
-                    None
-                }
-                Ok(Err(error)) => Some(error.to_string()),
-                Err(_) => Some("connect timed out".to_owned()),
-            };
-            if let Some(reason) = lost {
-                // The backlog grows while the broker is away: keep `outbox_pending` (and its
-                // alert) current, counted at most once a second.
-                if self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH) {
-                    self.count_pending().await?;
-                }
-                return Err(self.broker_lost(reason));
-            }
+            self.reconnect().await?;
         }
         self.status.set_connected(true);
         let (outcome, claimed_nothing, lost) = self.pass().await;
@@ -125,6 +108,39 @@ impl Relay {
         match lost {
             Some(error) => Err(error),
             None => outcome.map_err(RelayError::from),
+        }
+    }
+
+    /// Connects, after a loss or for the first time. A lost connection shows as `down` at once,
+    /// not after the attempt: a connect to an unreachable broker can hang until [`BROKER_TIMEOUT`],
+    /// and meanwhile readiness must tell the outage and `outbox_pending` the growing backlog
+    /// (counted at most once a second while the attempt lasts).
+    async fn reconnect(&mut self) -> Result<(), RelayError> {
+        if self.publisher.take().is_some() {
+            self.status.set_connected(false);
+        }
+        let broker = Arc::clone(&self.broker);
+        let connect = tokio::time::timeout(BROKER_TIMEOUT, async move { broker.connect().await });
+        tokio::pin!(connect);
+        let attempt = loop {
+            if self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH)
+                && let Err(error) = self.count_pending().await
+            {
+                tracing::debug!(%error, "could not count pending outbox events");
+            }
+            tokio::select! {
+                attempt = &mut connect => break attempt,
+                _ = tokio::time::sleep(PENDING_REFRESH) => {}
+            }
+        };
+        match attempt {
+            Ok(Ok(publisher)) => {
+                tracing::info!("outbox relay connected to the broker");
+                self.publisher = Some(publisher);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(self.broker_lost(error.to_string())),
+            Err(_) => Err(self.broker_lost("connect timed out".to_owned())),
         }
     }
 
@@ -193,7 +209,7 @@ impl Relay {
         let pending = self.outbox.count_pending().await?;
         self.status.set_pending(pending);
         metrics::outbox_pending(pending);
-        self.counted_at = Some(std::time::Instant::now());
+        self.counted_at = Some(tokio::time::Instant::now());
         Ok(())
     }
 

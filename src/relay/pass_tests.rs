@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -55,7 +55,7 @@ impl OutboxStore for Batches {
         Ok(Box::new(Recorded { rows, settled: Arc::clone(&self.settled) }))
     }
     async fn count_pending(&self) -> Result<i64, StoreError> {
-        Ok(0)
+        Ok(self.queue.lock().expect("lock").iter().map(Vec::len).sum::<usize>() as i64)
     }
     async fn announce(&self) -> Result<(), StoreError> {
         Ok(())
@@ -190,4 +190,57 @@ async fn under_a_steady_stream_of_commits_passes_start_a_spacing_apart() {
     assert!(prompt, "a relay woken after a quiet spell starts at once");
     let (unspaced, _) = passes_under_a_steady_stream(Duration::ZERO, 100).await;
     assert!(unspaced >= 90, "without spacing every wake-up is a pass: {unspaced} passes");
+}
+
+/// Acks everything while `connected`; the broker hands it out once, and every later connect
+/// hangs (an unreachable broker whose connect never answers).
+struct Flaky(Arc<AtomicBool>);
+
+#[async_trait]
+impl Publish for Flaky {
+    fn is_connected(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    async fn send(&self, _: Uuid, _: &[u8], _: Option<&TraceContext>) -> Result<Confirm, PublishError> {
+        Ok(Box::pin(async { Ok(()) }))
+    }
+    async fn close(&self) {}
+}
+
+struct ConnectsOnceThenHangs {
+    connected: Arc<AtomicBool>,
+    connects: AtomicUsize,
+}
+
+#[async_trait]
+impl Broker for ConnectsOnceThenHangs {
+    async fn connect(&self) -> Result<Box<dyn Publish>, PublishError> {
+        if self.connects.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(Box::new(Flaky(Arc::clone(&self.connected))));
+        }
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_connection_shows_down_and_the_backlog_is_counted_while_the_reconnect_hangs() {
+    let outbox = Arc::new(Batches::new([]));
+    let connected = Arc::new(AtomicBool::new(true));
+    let broker = ConnectsOnceThenHangs { connected: Arc::clone(&connected), connects: AtomicUsize::new(0) };
+    let mut relay = Relay::new(outbox.clone(), Arc::new(broker), RelaySettings::default());
+    let status = relay.status();
+    relay.relay_once().await.expect("the first connect works");
+    assert_eq!(status.broker(), "up");
+
+    connected.store(false, Ordering::SeqCst); // the connection is cut while the relay is idle
+    outbox.queue.lock().expect("lock").push_back(vec![row(1), row(2)]); // orders keep committing
+    let pass = relay.relay_once();
+    tokio::pin!(pass);
+    tokio::select! {
+        _ = &mut pass => panic!("the reconnect hangs until the broker timeout"),
+        _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+    }
+    assert_eq!(status.broker(), "down", "readiness tells the outage during the attempt, not after it");
+    assert_eq!(status.pending(), Some(2), "the backlog is counted while the attempt lasts");
+    assert!(matches!(pass.await, Err(RelayError::Broker(reason)) if reason == "connect timed out"));
 }

@@ -79,7 +79,7 @@ impl HttpConfig {
                     "gradient2",
                     "one of gradient2, vegas, aimd, fixed",
                 )?,
-                min: env.number("HTTP_MIN_IN_FLIGHT", 16, 1..=1_000_000)?.min(max_in_flight),
+                min: env.number("HTTP_MIN_IN_FLIGHT", 64, 1..=1_000_000)?.min(max_in_flight),
                 max: max_in_flight,
             },
             shed_delay: Duration::from_millis(env.number("HTTP_SHED_DELAY_MS", 250, 0..=10_000)?),
@@ -100,7 +100,10 @@ pub struct LimitConfig {
     /// `HTTP_CONCURRENCY_ALGORITHM`.
     pub algorithm: LimitAlgorithm,
     /// `HTTP_MIN_IN_FLIGHT`: the floor (capped at the ceiling), so a burst of slow answers
-    /// cannot shrink the limit below what the service needs to reach its capacity.
+    /// cannot shrink the limit below what the service needs to reach its capacity. 64, the
+    /// concurrency that saturates it here: with 16, a limit that had learnt a quiet service's
+    /// latency refused 6 % of orders at 64 connections and lost a quarter of the capacity
+    /// (docs/overload.md, fourth session).
     pub min: usize,
     /// `HTTP_MAX_IN_FLIGHT`: the ceiling, and the starting value.
     pub max: usize,

@@ -21,7 +21,7 @@ fn defaults_match_the_design() {
     assert_eq!(c.http.metrics_addr, None);
     assert_eq!(c.http.max_in_flight, 128, "twice an upstream's bulkhead");
     assert_eq!(c.http.max_reads_in_flight, 128);
-    assert_eq!(c.http.write_limit, LimitConfig { algorithm: LimitAlgorithm::Gradient2, min: 16, max: 128 });
+    assert_eq!(c.http.write_limit, LimitConfig { algorithm: LimitAlgorithm::Gradient2, min: 64, max: 128 });
     assert_eq!(c.http.shed_delay, Duration::from_millis(250));
     let small =
         load(&[("HTTP_MAX_IN_FLIGHT", "4"), ("HTTP_CONCURRENCY_ALGORITHM", "fixed"), ("HTTP_SHED_DELAY_MS", "0")]);

@@ -101,8 +101,7 @@ impl Relay {
         let (outcome, claimed_nothing, lost) = self.pass().await;
         let lost = lost.map(|reason| self.broker_lost(reason));
         // Counting costs a query: do it when idle, after a loss, or at most once a second while busy.
-        let stale = self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH);
-        if claimed_nothing || lost.is_some() || stale {
+        if claimed_nothing || lost.is_some() || self.count_is_stale() {
             self.count_pending().await?;
         }
         match lost {
@@ -119,11 +118,11 @@ impl Relay {
         if self.publisher.take().is_some() {
             self.status.set_connected(false);
         }
-        let broker = Arc::clone(&self.broker);
-        let connect = tokio::time::timeout(BROKER_TIMEOUT, async move { broker.connect().await });
+        let broker = Arc::clone(&self.broker); // not borrowed from `self`: the loop counts meanwhile
+        let connect = tokio::time::timeout(BROKER_TIMEOUT, broker.connect());
         tokio::pin!(connect);
         let attempt = loop {
-            if self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH)
+            if self.count_is_stale()
                 && let Err(error) = self.count_pending().await
             {
                 tracing::debug!(%error, "could not count pending outbox events");
@@ -203,6 +202,11 @@ impl Relay {
         }
         self.more_waiting = !drained && lost.is_none() && total.is_ok();
         (total, claimed == 0, lost)
+    }
+
+    /// Whether `outbox_pending` was last counted over [`PENDING_REFRESH`] ago (or never).
+    fn count_is_stale(&self) -> bool {
+        self.counted_at.is_none_or(|at| at.elapsed() >= PENDING_REFRESH)
     }
 
     async fn count_pending(&mut self) -> Result<(), StoreError> {

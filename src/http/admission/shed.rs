@@ -13,7 +13,8 @@
 //! The answer is sent `HTTP_SHED_DELAY_MS` after the decision: the request holds no permit and
 //! nothing was read, only a timer waits, and a client that re-sends the moment it is refused
 //! (a retry storm, a misbehaving client) re-sends four times a second per connection (at the
-//! default 250 ms) instead of tens of thousands of times — the CPU it would have spent on refusals goes to orders.
+//! default 250 ms) instead of tens of thousands of times — the CPU it would have spent on
+//! refusals goes to orders.
 //!
 //! Never shed here: anything outside `/v1` (health, readiness, metrics, OpenAPI, docs), and a
 //! replay of an Idempotency-Key this replica completed ([`crate::http::replays`]).

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use order_service::domain::OrderStore;
+use order_service::relay::publisher::EXCHANGE;
 use order_service::relay::{NotifyingStore, RelaySettings};
 use order_service::storage;
 use tokio::sync::Notify;
@@ -33,7 +33,7 @@ async fn raw_rate(at_once: bool) -> f64 {
     let body = vec![b'x'; 300];
     let publish = || {
         let properties = BasicProperties::default().with_delivery_mode(2);
-        channel.basic_publish("orders".into(), "bench".into(), BasicPublishOptions::default(), &body, properties)
+        channel.basic_publish(EXCHANGE.into(), "bench".into(), BasicPublishOptions::default(), &body, properties)
     };
     let started = Instant::now();
     for _ in 0..EVENTS / BATCH {

@@ -10,7 +10,7 @@ use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptio
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer, ExchangeKind};
 use order_service::domain::OutboxStore;
-use order_service::relay::publisher::Amqp;
+use order_service::relay::publisher::{Amqp, EXCHANGE, ROUTING_KEY};
 use order_service::relay::{Relay, RelaySettings};
 
 use super::TestDb;
@@ -28,7 +28,7 @@ pub fn amqp_url(port: u16) -> String {
 pub async fn declare_orders_exchange(channel: &lapin::Channel) {
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     channel
-        .exchange_declare("orders".into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .exchange_declare(EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default())
         .await
         .expect("exchange");
 }
@@ -52,8 +52,8 @@ impl TestConsumer {
         channel
             .queue_bind(
                 name.clone(),
-                "orders".into(),
-                "created_order".into(),
+                EXCHANGE.into(),
+                ROUTING_KEY.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

@@ -9,6 +9,7 @@ mod postgres;
 mod row;
 mod sql;
 mod sqlite;
+mod warm;
 
 use std::sync::Arc;
 

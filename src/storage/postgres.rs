@@ -27,6 +27,13 @@ pub type PgStore = SqlStore<Postgres>;
 /// A pooled connection used more recently than this is handed out without a ping.
 const ALIVE_BYPASS_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// sqlx's default, stated so that parked connections (`storage::warm`) retire at the same age.
+const MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Pool connections statements never park: one for the relay's claim transaction, one for
+/// `/health/ready`'s check, which take theirs from the pool directly.
+const RESERVED_CONNECTIONS: u32 = 2;
+
 impl PgStore {
     /// Migrates over one connection to `DATABASE_SESSION_URL`, then opens the pool on
     /// `DATABASE_URL`. sqlx holds a session advisory lock while migrating (which a transaction
@@ -43,6 +50,7 @@ impl PgStore {
             // sqlx pings every idle connection it hands out: one more round trip (and wake-up)
             // per statement. Like HikariCP's `aliveBypassWindowMs` (500 ms), a connection used
             // within the last half second is handed out as it is; one idle longer is pinged.
+            .max_lifetime(MAX_LIFETIME)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -54,7 +62,12 @@ impl PgStore {
             })
             .connect_with(options(&settings.url, settings.statement_cache_capacity)?)
             .await?;
-        Ok(Self::new(pool, settings.statement_cache_capacity > 0))
+        let persistent = settings.statement_cache_capacity > 0;
+        // Statements park their connections between uses (`storage::warm`); the pool keeps
+        // `RESERVED_CONNECTIONS` free of that for the relay's claim and the readiness check.
+        // Without the statement cache each statement is its own transaction and nothing is parked.
+        let parked = if persistent { settings.max_connections.saturating_sub(RESERVED_CONNECTIONS) } else { 0 };
+        Ok(Self::new(pool, persistent).parking(parked as usize, ALIVE_BYPASS_WINDOW, MAX_LIFETIME))
     }
 }
 

@@ -3,6 +3,9 @@
 //! (placing an order is one CTE on PostgreSQL and a short transaction on SQLite; a relay's claim
 //! is a transaction holding row locks on PostgreSQL and an in-process set on SQLite).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::database::HasStatementCache;
@@ -13,6 +16,7 @@ use uuid::Uuid;
 
 use super::keys::KeyRow;
 use super::row::OrderRow;
+use super::warm::{Turn, Warm};
 use crate::domain::idempotency::{HeldLease, KeyClaim, KeyCompletion, KeyLease, KeyTimes};
 use crate::domain::outbox::{Claim, OutboxStore};
 use crate::domain::{ListFilter, Order, OrderStore, StoreError};
@@ -71,21 +75,28 @@ pub(super) trait Dialect: Database + HasStatementCache {
 /// transaction both reach the same server connection; the price is `BEGIN` and `COMMIT`.
 pub(super) enum Conn<DB: Database> {
     Pooled(PoolConnection<DB>),
+    /// Taken through the warm set, and parked there again when the statement is done.
+    Warm(PoolConnection<DB>, Turn<PoolConnection<DB>>),
     Tx(Transaction<'static, DB>),
 }
 
 impl<DB: Database> Conn<DB> {
     pub(super) fn get(&mut self) -> &mut DB::Connection {
         match self {
-            Conn::Pooled(conn) => conn,
+            Conn::Pooled(conn) | Conn::Warm(conn, _) => conn,
             Conn::Tx(tx) => tx,
         }
     }
 
-    /// Commits the statement's transaction, if it has one.
+    /// The statement ended cleanly: commits its transaction, if it has one, or parks its
+    /// connection for the next statement. (Dropped instead, a connection goes back to the pool.)
     pub(super) async fn done(self) -> Result<(), sqlx::Error> {
         match self {
             Conn::Pooled(_) => Ok(()),
+            Conn::Warm(conn, turn) => {
+                turn.park(conn);
+                Ok(())
+            }
             Conn::Tx(tx) => tx.commit().await,
         }
     }
@@ -101,22 +112,40 @@ pub struct SqlStore<DB: Database> {
     pub(super) persistent: bool,
     /// Outbox rows claimed in this process (SQLite has no row locks; one process uses it).
     pub(super) held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    /// Connections parked between statements (see `warm`); PostgreSQL with the statement cache.
+    warm: Option<Arc<Warm<PoolConnection<DB>>>>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone(), persistent: self.persistent, held: self.held.clone() }
+        Self { pool: self.pool.clone(), persistent: self.persistent, held: self.held.clone(), warm: self.warm.clone() }
     }
 }
 
 impl<DB: Database> SqlStore<DB> {
     pub(super) fn new(pool: Pool<DB>, persistent: bool) -> Self {
-        Self { pool, persistent, held: Default::default() }
+        Self { pool, persistent, held: Default::default(), warm: None }
+    }
+
+    /// Statements hold at most `size` connections, parked between them instead of given back
+    /// (see `warm`); 0 turns parking off.
+    pub(super) fn parking(mut self, size: usize, fresh_for: Duration, max_age: Duration) -> Self {
+        self.warm = (size > 0).then(|| Warm::new(size, fresh_for, max_age));
+        self
     }
 
     /// A connection for one statement; [`Conn::done`] after it.
     pub(super) async fn conn(&self) -> Result<Conn<DB>, sqlx::Error> {
-        Ok(if self.persistent { Conn::Pooled(self.pool.acquire().await?) } else { Conn::Tx(self.pool.begin().await?) })
+        if !self.persistent {
+            return Ok(Conn::Tx(self.pool.begin().await?));
+        }
+        let Some(warm) = &self.warm else { return Ok(Conn::Pooled(self.pool.acquire().await?)) };
+        let mut turn = warm.turn().await;
+        let conn = match turn.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        Ok(Conn::Warm(conn, turn))
     }
 
     pub fn pool(&self) -> &Pool<DB> {

@@ -37,3 +37,26 @@ async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
     assert_eq!(app.db.count("orders").await, 2, "nothing half-written during the outage");
     assert_eq!(app.db.count("outbox").await, 2);
 }
+
+/// Statements park their connections between uses (`storage::warm`). One parked longer than the
+/// 500 ms window is not handed out again: after the database ended every session (a restart, a
+/// failover, `pg_terminate_backend`), the next order gets a live connection, not a dead one.
+#[tokio::test]
+async fn connections_parked_across_a_database_restart_are_not_reused() {
+    let app = TestApp::builder(Backend::Postgres).upstreams(Upstreams::healthy().await).spawn().await;
+    for _ in 0..3 {
+        assert_eq!(app.post_order(ADA, "classic-box").await.status(), 201);
+    }
+    let ended = app
+        .db
+        .scalar_i64(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'order-service'",
+        )
+        .await;
+    assert!(ended >= 1, "the service's sessions were ended ({ended})");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let response = app.post_order(ADA, "classic-box").await;
+    assert_eq!(response.status(), 201, "the first order after the restart: {:?}", response.text().await);
+    assert_eq!(app.db.count("orders").await, 4);
+}

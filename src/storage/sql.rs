@@ -140,10 +140,14 @@ impl<DB: Database> SqlStore<DB> {
             return Ok(Conn::Tx(self.pool.begin().await?));
         }
         let Some(warm) = &self.warm else { return Ok(Conn::Pooled(self.pool.acquire().await?)) };
-        let mut turn = warm.turn().await;
+        // The turn and the pool share the pool's acquire timeout (`DATABASE_ACQUIRE_TIMEOUT_MS`):
+        // a statement waits no longer for both than it used to for the pool alone.
+        let until = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
+        let timed_out = |_| sqlx::Error::PoolTimedOut;
+        let mut turn = tokio::time::timeout_at(until, warm.turn()).await.map_err(timed_out)?;
         let conn = match turn.take() {
             Some(conn) => conn,
-            None => self.pool.acquire().await?,
+            None => tokio::time::timeout_at(until, self.pool.acquire()).await.map_err(timed_out)??,
         };
         Ok(Conn::Warm(conn, turn))
     }

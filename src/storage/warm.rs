@@ -185,17 +185,17 @@ mod tests {
         let warm = Warm::new(1, Duration::from_millis(500), Duration::from_secs(60));
         let original = Arc::new("conn");
         warm.turn().await.park(Arc::clone(&original));
-        for _ in 0..60 {
-            tokio::time::advance(Duration::from_millis(999)).await;
+        for _ in 0..149 {
+            tokio::time::advance(Duration::from_millis(400)).await;
             let mut turn = warm.turn().await;
             let conn = turn.take().expect("reused while younger than 60 s");
             turn.park(conn);
         }
-        tokio::time::advance(Duration::from_millis(100)).await;
+        tokio::time::advance(Duration::from_millis(450)).await;
         let mut turn = warm.turn().await;
-        let conn = turn.take().expect("parked 100 ms ago: fresh");
+        let conn = turn.take().expect("parked 450 ms ago: fresh");
         turn.park(conn);
-        assert_eq!(warm.parked_count(), 0, "60.04 s after it first came through: not parked again");
+        assert_eq!(warm.parked_count(), 0, "60.05 s after it first came through: not parked again");
         assert_eq!(Arc::strong_count(&original), 1, "dropped, so back to the pool");
     }
 }

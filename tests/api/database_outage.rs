@@ -1,9 +1,14 @@
-//! PostgreSQL unreachable: orders fail fast with 503, readiness is false, and the service
-//! recovers by itself when the database returns.
+//! PostgreSQL unreachable, restarted or hung: orders fail fast with 503, readiness is false,
+//! and the service recovers by itself when the database returns.
 
 use std::time::Duration;
 
-use crate::kit::{ADA, Backend, CutProxy, TestApp, Upstreams, eventually, problem};
+use order_service::config::DatabaseConfig;
+use order_service::domain::StoreError;
+use order_service::storage;
+use sqlx::{Connection, Executor};
+
+use crate::kit::{ADA, Backend, CutProxy, TestApp, TestDb, Upstreams, eventually, problem, sample_order};
 
 #[tokio::test]
 async fn a_database_outage_is_a_fast_503_and_heals_without_a_restart() {
@@ -59,4 +64,40 @@ async fn connections_parked_across_a_database_restart_are_not_reused() {
     let response = app.post_order(ADA, "classic-box").await;
     assert_eq!(response.status(), 201, "the first order after the restart: {:?}", response.text().await);
     assert_eq!(app.db.count("orders").await, 4);
+}
+
+/// A database that stops answering holds every statement's turn to a connection. The next
+/// statement then waits for one no longer than the acquire timeout and fails as unavailable
+/// (a 503), as it did when it waited for the pool alone; the hung ones finish once the database
+/// answers again.
+#[tokio::test]
+async fn a_statement_behind_hung_ones_waits_no_longer_than_the_acquire_timeout() {
+    let db = TestDb::new(Backend::Postgres).await;
+    // 4 connections: 2 go through the parked set, 2 stay with the pool.
+    let config = DatabaseConfig::new(&db.url, 4, Duration::from_millis(500)).expect("config");
+    let stores = storage::connect(&config).await.expect("store");
+    stores.orders.insert_order(&sample_order(), None).await.expect("a first order");
+
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    lock.execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE").await.expect("lock");
+    let hung: Vec<_> = (0..2)
+        .map(|_| {
+            let orders = stores.orders.clone();
+            tokio::spawn(async move { orders.insert_order(&sample_order(), None).await })
+        })
+        .collect();
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let blocked = eventually(Duration::from_secs(10), async || db.scalar_i64(waiting).await, |&n| n == 2).await;
+    assert_eq!(blocked, 2, "both statements wait on the lock, holding both turns");
+
+    let third = tokio::time::timeout(Duration::from_secs(5), stores.orders.insert_order(&sample_order(), None)).await;
+    let third = third.expect("the third statement gave up within the acquire timeout, while the lock is held");
+    assert!(matches!(third, Err(StoreError::Unavailable(_))), "unavailable (503): {third:?}");
+
+    lock.execute("ROLLBACK").await.expect("unlock");
+    for insert in hung {
+        insert.await.expect("task").expect("a hung statement completes once the lock is gone");
+    }
+    assert_eq!(db.count("orders").await, 3);
 }

@@ -47,10 +47,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            .max_lifetime(MAX_LIFETIME)
             // sqlx pings every idle connection it hands out: one more round trip (and wake-up)
             // per statement. Like HikariCP's `aliveBypassWindowMs` (500 ms), a connection used
             // within the last half second is handed out as it is; one idle longer is pinged.
-            .max_lifetime(MAX_LIFETIME)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {

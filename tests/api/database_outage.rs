@@ -74,7 +74,7 @@ async fn connections_parked_across_a_database_restart_are_not_reused() {
 async fn a_statement_behind_hung_ones_waits_no_longer_than_the_acquire_timeout() {
     let db = TestDb::new(Backend::Postgres).await;
     // 4 connections: 2 go through the parked set, 2 stay with the pool.
-    let config = DatabaseConfig::new(&db.url, 4, Duration::from_millis(500)).expect("config");
+    let config = DatabaseConfig { acquire_timeout: Duration::from_millis(500), ..db.config(4) };
     let stores = storage::connect(&config).await.expect("store");
     stores.orders.insert_order(&sample_order(), None).await.expect("a first order");
 
@@ -91,7 +91,9 @@ async fn a_statement_behind_hung_ones_waits_no_longer_than_the_acquire_timeout()
     let blocked = eventually(Duration::from_secs(10), async || db.scalar_i64(waiting).await, |&n| n == 2).await;
     assert_eq!(blocked, 2, "both statements wait on the lock, holding both turns");
 
-    let third = tokio::time::timeout(Duration::from_secs(5), stores.orders.insert_order(&sample_order(), None)).await;
+    // The lock is held until released below, so a wide margin costs nothing: without the
+    // acquire timeout on the turn, the third statement would wait for as long as the lock.
+    let third = tokio::time::timeout(Duration::from_secs(30), stores.orders.insert_order(&sample_order(), None)).await;
     let third = third.expect("the third statement gave up within the acquire timeout, while the lock is held");
     assert!(matches!(third, Err(StoreError::Unavailable(_))), "unavailable (503): {third:?}");
 

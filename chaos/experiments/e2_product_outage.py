@@ -14,7 +14,8 @@ HYPOTHESIS = (
     "With product-service refusing connections (chaos/outage product), the product breaker opens within "
     "one breaker window, after no more failed attempts than it takes to outweigh a window of healthy calls "
     "(rate × window × f/(1−f) at failure rate f, plus one scrape of slack); while it is open, orders are "
-    "refused in under 1 ms of service time (p99 of http_server_request_duration_seconds); retries stay within "
+    "refused without waiting on the upstream: 95 % in under 1 ms of service time and every one within a "
+    "quarter of an attempt timeout (http_server_request_duration_seconds); retries stay within "
     "the retry budget (percent × lookups of the last 10 s + min-per-second × (fault + 10 s)); after chaos/reset "
     "the breaker closes within its open wait + one attempt timeout (+ 0.5 s), and orders succeed again."
 )
@@ -71,13 +72,21 @@ def check(run):
             fast = {le: fast.get(le, 0) + v for le, v in d.items()}
     total = fast.get(math.inf, 0.0)
     # An unoptimised (debug) build, as CI runs, spends 1–5 ms per request; the 1 ms promise is the
-    # release build's. The bound is a histogram bucket boundary, so it is read exactly.
+    # release build's. The bounds are histogram bucket boundaries, so they are read exactly. The
+    # typical refusal is judged at 95 %, not 99 %: on a shared 2-core machine a few of ~100 requests
+    # are preempted for some ms, which says nothing about the breaker. What would say something, a
+    # refusal that waited on an attempt, is caught by the second bound: none may take a quarter of it.
     bound, why = (0.005, "debug build; 1 ms for release") if run.debug_build else (0.001, "release build")
     under = fast.get(bound, 0.0)
     p99 = promtext.quantile(fast, 0.99)
-    run.check("during", "service time while open (server histogram)", f"≥ 99 % of orders ≤ {bound * 1000:g} ms ({why})",
+    run.check("during", "service time while open (server histogram)", f"≥ 95 % of orders ≤ {bound * 1000:g} ms ({why})",
               f"{pct(under / total)} of {total:.0f} (p99 ≤ {p99 * 1000:g} ms)" if total else "no open window",
-              total >= 5 and under / total >= 0.99)
+              total >= 5 and under / total >= 0.95)
+    ceiling = cfg["PRODUCT_ATTEMPT_TIMEOUT_MS"] / 4000
+    within = fast.get(ceiling, 0.0)
+    run.check("during", "no refusal waited on an attempt (server histogram)",
+              f"100 % of orders ≤ {ceiling * 1000:g} ms (a quarter of the attempt timeout)",
+              f"{pct(within / total)} of {total:.0f}" if total else "no open window", total >= 5 and within == total)
     during = run.results("during")
     refused = share(during, lambda r: r.problem == "circuit-open")
     run.check("during", "clients told circuit-open", "≥ 50 % 503 circuit-open",

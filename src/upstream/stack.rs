@@ -1,7 +1,7 @@
 //! The one place where an upstream's service stack is composed. Read it top to bottom, the
 //! way a lookup travels:
 //!
-//! deadline ▸ retry ▸ hedge ▸ observe ▸ circuit breaker ▸ bulkhead ▸ attempt timeout ▸ reqwest
+//! deadline ▸ retry ▸ hedge ▸ observe ▸ circuit breaker ▸ bulkhead ▸ attempt timeout ▸ transport (hyper)
 //!
 //! - deadline: the order's remaining budget bounds everything below, backoff included;
 //! - retry: only connect errors, timeouts, 5xx and unusable bodies, within a shared budget;
@@ -41,7 +41,7 @@ pub use crate::config::StackConfig;
 
 /// Builds one upstream's client over the shared HTTP client; the handle reads its breakers.
 pub fn build<T: Decode + Clone + Sync>(
-    http: reqwest::Client,
+    http: super::transport::HttpClient,
     upstream: Upstream,
     base: Url,
     config: &StackConfig,

@@ -1,12 +1,24 @@
-//! The innermost service: one GET over the shared, pooled reqwest client, its answer classified.
+//! The innermost service: one GET over the shared, pooled HTTP client, its answer classified.
+//!
+//! The client is hyper-util's directly, not reqwest's: reqwest parsed each request's URL twice
+//! more (its redirect policy and the response's `url`, with IDNA), about 6 % of the service's CPU
+//! per order, for features an upstream lookup does not use (docs/overload.md, sixth session).
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::Url;
 use tower::Service;
 use tracing::Instrument;
 
@@ -26,25 +38,53 @@ pub trait Decode: Sized + Send + 'static {
     fn decode(body: &[u8]) -> Result<Self, String>;
 }
 
-/// The one HTTP client of the process: pooled keep-alive connections shared by every call.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        // Upstreams are internal; a proxy from the environment would only add a hop.
-        .no_proxy()
-        // An upstream must not be able to send our lookups (and their headers) to another
-        // host: a 3xx is an answer like any other status (`UnexpectedStatus`, 502).
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
+/// The one HTTP client of the process: pooled keep-alive connections shared by every call,
+/// `http://` and `https://` alike (rustls, the operating system's trust store).
+///
+/// It never follows a redirect: an upstream must not be able to send our lookups (and their
+/// headers) to another host, so a 3xx is an answer like any other status (`UnexpectedStatus`,
+/// 502). It reads no proxy from the environment: upstreams are internal, a proxy would only add
+/// a hop.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Builds the [`HttpClient`].
+pub fn http_client() -> HttpClient {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(Duration::from_secs(2)));
+    let tls = HttpsConnector::<HttpConnector>::builder().with_tls_config(tls_config()).https_or_http().enable_http1();
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .build(tls.wrap_connector(tcp))
+}
+
+/// TLS as reqwest gave it: aws-lc-rs, the platform's verifier. The provider is named rather than
+/// left to a process default, which nothing here installs.
+fn tls_config() -> rustls::ClientConfig {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_platform_verifier())
+        .map(|builder| builder.with_no_client_auth())
+        // Without a trust store, https:// upstreams fail their handshake (a connect error, 502)
+        // rather than the process failing to start: plain-http upstreams still work.
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "no TLS trust store: https:// upstreams will be refused");
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("aws-lc-rs supports the default protocol versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
 }
 
 /// `GET {base}/{collection}/{key}`, decoded as `T`; 404 is `Ok(None)`.
 pub struct Transport<T> {
-    client: reqwest::Client,
+    client: HttpClient,
     base: Url,
     collection: &'static str,
     /// The `upstream` of its trace spans.
@@ -65,7 +105,7 @@ impl<T> Clone for Transport<T> {
 }
 
 impl<T> Transport<T> {
-    pub fn new(client: reqwest::Client, base: Url, upstream: Upstream) -> Self {
+    pub fn new(client: HttpClient, base: Url, upstream: Upstream) -> Self {
         Self {
             client,
             base,
@@ -100,7 +140,8 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
         let expected = super::deadline::expected_timeout_ms(&request, tokio::time::Instant::now());
         let url = self.url_for(&request.key);
         let attempt = span::Attempt::start(self.upstream, &url, request.attempt, request.hedge);
-        let mut get = self.client.get(url).header(EXPECTED_TIMEOUT, expected.to_string());
+        let mut get = Request::get(url.as_str())
+            .header(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(expected).unwrap_or(u64::MAX)));
         let correlation = context::current();
         if let Some(id) = correlation.request_id {
             get = get.header("x-request-id", id);
@@ -120,10 +161,16 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
                 }
             }
         }
+        let client = self.client.clone();
         let span = attempt.span().clone();
         Box::pin(
             async move {
-                let (result, status) = exchange::<T>(get).await;
+                let (result, status) = match get.body(Empty::new()) {
+                    Ok(get) => exchange::<T>(&client, get).await,
+                    // Only a header value we could not send gets here (a tracestate with a
+                    // control character): nothing left for the upstream, so no answer from it.
+                    Err(error) => (Err(UpstreamError::Connect(format!("request not sendable: {error}"))), None),
+                };
                 attempt.finish(&result, status);
                 result
             }
@@ -133,19 +180,22 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
 }
 
 /// One GET, its answer classified; the status when one arrived.
-async fn exchange<T: Decode>(get: reqwest::RequestBuilder) -> (Result<Option<T>, UpstreamError>, Option<u16>) {
-    let response = match get.send().await {
+async fn exchange<T: Decode>(
+    client: &HttpClient,
+    get: Request<Empty<Bytes>>,
+) -> (Result<Option<T>, UpstreamError>, Option<u16>) {
+    let response = match client.request(get).await {
         Ok(response) => response,
-        Err(error) => return (Err(classify_send_error(error)), None),
+        Err(error) => return (Err(classify_send_error(&error)), None),
     };
     let status = response.status().as_u16();
     (classify::<T>(response).await, Some(status))
 }
 
-async fn classify<T: Decode>(response: reqwest::Response) -> Result<Option<T>, UpstreamError> {
+async fn classify<T: Decode>(response: http::Response<hyper::body::Incoming>) -> Result<Option<T>, UpstreamError> {
     match response.status() {
         StatusCode::OK => {
-            let body = read_body(response).await?;
+            let body = read_body(response.into_body()).await?;
             T::decode(&body).map(Some).map_err(UpstreamError::InvalidResponse)
         }
         StatusCode::NOT_FOUND => Ok(None),
@@ -160,17 +210,21 @@ async fn classify<T: Decode>(response: reqwest::Response) -> Result<Option<T>, U
     }
 }
 
-fn classify_send_error(error: reqwest::Error) -> UpstreamError {
-    if error.is_timeout() {
-        UpstreamError::Timeout
-    } else {
-        // Refused, reset, closed before the head: all mean "no answer from a live peer".
-        UpstreamError::Connect(with_sources(&error.without_url()))
+/// A connect that ran out of its 2 s is a timeout; everything else before an answer (refused,
+/// reset, closed before the head, a failed handshake) is "no answer from a live peer".
+fn classify_send_error(error: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return UpstreamError::Timeout;
+        }
+        source = cause.source();
     }
+    UpstreamError::Connect(with_sources(error))
 }
 
-/// The error and its `source()` chain, `: `-separated: reqwest's own text ("error sending
-/// request") says nothing of why; the operator needs "connection refused", "reset", the DNS
+/// The error and its `source()` chain, `: `-separated: the client's own text ("client error
+/// (Connect)") says nothing of why; the operator needs "connection refused", "reset", the DNS
 /// failure. Only ever logged: problem bodies name the kind of failure, not this text.
 fn with_sources(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -187,17 +241,17 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     text
 }
 
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
-    let mut body = Vec::with_capacity(512);
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| UpstreamError::InvalidResponse(format!("body: {}", e.without_url())))?
-    {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, UpstreamError> {
+    let mut read = Vec::with_capacity(512);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::InvalidResponse(format!("body: {}", with_sources(&e))))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        if read.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(UpstreamError::InvalidResponse(format!("body over {MAX_BODY_BYTES} bytes")));
         }
-        body.extend_from_slice(&chunk);
+        read.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(read)
 }
 
 #[cfg(test)]
@@ -216,15 +270,37 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = closed.local_addr().expect("addr").port();
         drop(closed);
-        let error = http_client().get(format!("http://127.0.0.1:{port}/users/x")).send().await.expect_err("closed");
-        let cause = classify_send_error(error).to_string();
+        let get = Request::get(format!("http://127.0.0.1:{port}/users/x")).body(Empty::new()).expect("request");
+        let error = http_client().request(get).await.expect_err("closed");
+        let cause = classify_send_error(&error).to_string();
         assert!(cause.to_lowercase().contains("refused"), "the source chain is kept: {cause}");
+    }
+
+    /// An `https://` base is spoken to over TLS, never in plain text; a peer that does not
+    /// answer the handshake is no answer from a live peer (`Connect`, 502).
+    #[tokio::test]
+    async fn an_https_upstream_gets_a_tls_handshake() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let peer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut first = [0u8; 3];
+            socket.read_exact(&mut first).await.expect("read");
+            first
+        });
+        let get = Request::get(format!("https://127.0.0.1:{port}/users/x")).body(Empty::new()).expect("request");
+        let error = http_client().request(get).await.expect_err("no TLS peer");
+        // A TLS record of type handshake (22), version 3.x: a ClientHello, not "GET /users/x".
+        let first = peer.await.expect("peer");
+        assert_eq!((first[0], first[1]), (0x16, 0x03), "first bytes {first:?}");
+        assert!(matches!(classify_send_error(&error), UpstreamError::Connect(_)), "{error:?}");
     }
 
     #[test]
     fn keys_are_one_encoded_path_segment() {
         let base = Url::parse("http://127.0.0.1:8082/api/").expect("url");
-        let t = Transport::<Anything>::new(reqwest::Client::new(), base, Upstream::User);
+        let t = Transport::<Anything>::new(http_client(), base, Upstream::User);
         assert_eq!(t.url_for("7c11e1ce2741").as_str(), "http://127.0.0.1:8082/api/users/7c11e1ce2741");
         assert_eq!(t.url_for("../x?y").as_str(), "http://127.0.0.1:8082/api/users/..%2Fx%3Fy");
     }

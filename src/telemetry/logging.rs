@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::{Metadata, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, FilterFn, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields};
 use tracing_subscriber::layer::Filter;
@@ -25,12 +25,7 @@ pub fn init_logging() {
 
 /// Logging, and when `tracer` is given, spans handed to OpenTelemetry.
 pub fn init(tracer: Option<SdkTracer>) {
-    let filter = || log_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
-    // The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
-    // Inside a request whose trace is not sampled, only its server span is made.
-    let traced = Targets::new()
-        .with_target("order_service", tracing::Level::INFO)
-        .and(filter_fn(|metadata| !metadata.is_span() || metadata.name() == "request" || context::sampled()));
+    let levels = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Off: source location, thread name (a String per span) and busy/idle timings (two clock
     // reads per enter and exit): attributes nobody asked for, paid by every span, sampled or not.
     // Context activation (making the span's OpenTelemetry context current on every enter, that
@@ -43,17 +38,26 @@ pub fn init(tracer: Option<SdkTracer>) {
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(traced)
+            .with_filter(traced())
     });
-    // Ids only exist with tracing on: without it, no log line pays for looking them up.
-    let correlate = otel.is_some().then_some(Correlate);
+    // Ids only exist with tracing on: without it, no log line pays for looking them up. It sees
+    // what the log writes, no more: unfiltered, it would ask for every level of every crate.
+    let correlate = otel.is_some().then(|| Correlate.with_filter(log_filter(levels())));
     let registry = tracing_subscriber::registry().with(otel);
     let result = if std::io::stdout().is_terminal() {
-        registry.with(correlate).with(fmt::layer().with_filter(filter())).try_init()
+        registry.with(correlate).with(fmt::layer().with_filter(log_filter(levels()))).try_init()
     } else {
-        registry.with(correlate).with(json(std::io::stdout).with_filter(filter())).try_init()
+        registry.with(correlate).with(json(std::io::stdout).with_filter(log_filter(levels()))).try_init()
     };
     drop(result);
+}
+
+/// The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
+/// Inside a request whose trace is not sampled, only its server span is made.
+fn traced<S: Subscriber>() -> impl Filter<S> {
+    Targets::new()
+        .with_target("order_service", tracing::Level::INFO)
+        .and(every_level(|metadata| !metadata.is_span() || metadata.name() == "request" || context::sampled()))
 }
 
 /// The spans whose fields a log line shows: the request's (its id, method and route). The log
@@ -77,7 +81,17 @@ fn log_filter<S>(levels: EnvFilter) -> impl Filter<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    levels.and(filter_fn(logged))
+    levels.and(every_level(logged))
+}
+
+/// A filter on metadata that passes every level, and says so. A `filter_fn` has no level hint,
+/// and a filter combined with one has none either; a subscriber without a hint is taken to
+/// want TRACE. Every library's debug and trace callsites then ask the subscriber whether they
+/// are wanted, and some prepare their message first: sqlx formatted each statement's SQL for a
+/// debug line nobody wrote, 1.9 % of the service's CPU (docs/overload.md, sixth session). With
+/// the hint, the subscriber's level is `RUST_LOG`'s, and those callsites stop at one compare.
+fn every_level(judge: fn(&Metadata<'_>) -> bool) -> FilterFn<impl Fn(&Metadata<'_>) -> bool> {
+    filter_fn(judge).with_max_level_hint(LevelFilter::TRACE)
 }
 
 const LOGGED_SPANS: [&str; 1] = ["request"];
@@ -89,6 +103,8 @@ fn logged(metadata: &Metadata<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::filter::Filtered;
 
     use super::*;
 
@@ -104,6 +120,32 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// The subscriber's level hint is what libraries read before preparing a debug line; it
+    /// must be `RUST_LOG`'s (and the tracer's INFO), never "everything".
+    #[test]
+    fn the_subscriber_wants_no_level_below_rust_log_nor_the_tracer() {
+        use tracing_subscriber::Registry;
+        let hint = |levels: &str| Filter::<Registry>::max_level_hint(&log_filter::<Registry>(EnvFilter::new(levels)));
+        assert_eq!(hint("warn"), Some(LevelFilter::WARN));
+        assert_eq!(hint("info,sqlx=debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(Filter::<Registry>::max_level_hint(&traced::<Registry>()), Some(LevelFilter::INFO));
+
+        // As `init` composes them, with tracing off and on (a tracer that exports nowhere).
+        let off = tracing_subscriber::registry()
+            .with(None::<Filtered<Correlate, EnvFilter, Registry>>)
+            .with(json(std::io::sink).with_filter(log_filter(EnvFilter::new("warn"))));
+        assert_eq!(off.max_level_hint(), Some(LevelFilter::WARN));
+        let tracer = opentelemetry::trace::TracerProvider::tracer(
+            &opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
+            "test",
+        );
+        let on = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(traced()))
+            .with(Correlate.with_filter(log_filter(EnvFilter::new("warn"))))
+            .with(json(std::io::sink).with_filter(log_filter(EnvFilter::new("warn"))));
+        assert_eq!(on.max_level_hint(), Some(LevelFilter::INFO));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::{Metadata, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, FilterFn, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, FilterFn, LevelFilter, Targets, dynamic_filter_fn, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields};
 use tracing_subscriber::layer::Filter;
@@ -53,11 +53,16 @@ pub fn init(tracer: Option<SdkTracer>) {
 }
 
 /// The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
-/// Inside a request whose trace is not sampled, only its server span is made.
+/// Inside a request whose trace is not sampled, only its server span is made. That depends on
+/// the request, not the callsite, so the filter is a dynamic one: a plain `filter_fn`'s answer
+/// is cached per callsite, and the first order's decision would stick for every later one.
 fn traced<S: Subscriber>() -> impl Filter<S> {
+    let sampled = dynamic_filter_fn(|metadata: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>| {
+        !metadata.is_span() || metadata.name() == "request" || context::sampled()
+    });
     Targets::new()
         .with_target("order_service", tracing::Level::INFO)
-        .and(every_level(|metadata| !metadata.is_span() || metadata.name() == "request" || context::sampled()))
+        .and(sampled.with_max_level_hint(LevelFilter::TRACE))
 }
 
 /// The spans whose fields a log line shows: the request's (its id, method and route). The log
@@ -84,7 +89,8 @@ where
     levels.and(every_level(logged))
 }
 
-/// A filter on metadata that passes every level, and says so. A `filter_fn` has no level hint,
+/// A filter on a callsite's metadata alone (its answer is cached per callsite) that passes every
+/// level, and says so. A `filter_fn` has no level hint,
 /// and a filter combined with one has none either; a subscriber without a hint is taken to
 /// want TRACE. Every library's debug and trace callsites then ask the subscriber whether they
 /// are wanted, and some prepare their message first: sqlx formatted each statement's SQL for a

@@ -65,26 +65,26 @@ pub fn http_client() -> HttpClient {
 /// left to a process default, which nothing here installs.
 fn tls_config() -> rustls::ClientConfig {
     use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_platform_verifier())
-        .map(|builder| builder.with_no_client_auth())
+        .expect("aws-lc-rs supports the default protocol versions");
+    builder
+        .clone()
+        .with_platform_verifier()
         // Without a trust store, https:// upstreams fail their handshake (a connect error, 502)
         // rather than the process failing to start: plain-http upstreams still work.
         .unwrap_or_else(|error| {
             tracing::warn!(%error, "no TLS trust store: https:// upstreams will be refused");
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("aws-lc-rs supports the default protocol versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
+            builder.with_root_certificates(rustls::RootCertStore::empty())
         })
+        .with_no_client_auth()
 }
 
 /// `GET {base}/{collection}/{key}`, decoded as `T`; 404 is `Ok(None)`.
 pub struct Transport<T> {
-    client: HttpClient,
+    /// Behind an `Arc`: each attempt's future owns a handle, and hyper-util's client is several
+    /// `Arc`s and a builder to clone, where this is one count.
+    client: Arc<HttpClient>,
     base: Url,
     collection: &'static str,
     /// The `upstream` of its trace spans.
@@ -107,7 +107,7 @@ impl<T> Clone for Transport<T> {
 impl<T> Transport<T> {
     pub fn new(client: HttpClient, base: Url, upstream: Upstream) -> Self {
         Self {
-            client,
+            client: Arc::new(client),
             base,
             collection: super::collection(upstream),
             upstream: upstream.as_str(),
@@ -161,7 +161,7 @@ impl<T: Decode> Service<UpstreamRequest> for Transport<T> {
                 }
             }
         }
-        let client = self.client.clone();
+        let client = Arc::clone(&self.client);
         let span = attempt.span().clone();
         Box::pin(
             async move {
@@ -212,8 +212,8 @@ async fn classify<T: Decode>(response: http::Response<hyper::body::Incoming>) ->
 
 /// A connect that ran out of its 2 s is a timeout; everything else before an answer (refused,
 /// reset, closed before the head, a failed handshake) is "no answer from a live peer".
-fn classify_send_error(error: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+fn classify_send_error(error: &(dyn std::error::Error + 'static)) -> UpstreamError {
+    let mut source = Some(error);
     while let Some(cause) = source {
         if cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
             return UpstreamError::Timeout;
@@ -295,6 +295,32 @@ mod tests {
         let first = peer.await.expect("peer");
         assert_eq!((first[0], first[1]), (0x16, 0x03), "first bytes {first:?}");
         assert!(matches!(classify_send_error(&error), UpstreamError::Connect(_)), "{error:?}");
+    }
+
+    /// hyper-util's connector reports its connect timeout as an `io::Error` of kind `TimedOut`
+    /// inside its own error; found anywhere in the chain, it is a `Timeout`, not a `Connect`.
+    #[test]
+    fn a_connect_timeout_in_the_cause_chain_is_a_timeout() {
+        #[derive(Debug)]
+        struct Connect(std::io::Error);
+        impl std::fmt::Display for Connect {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Connect {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let timed_out = Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"));
+        assert!(matches!(classify_send_error(&timed_out), UpstreamError::Timeout));
+        let refused = Connect(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
+        assert!(
+            matches!(classify_send_error(&refused), UpstreamError::Connect(ref why) if why.contains("connection refused")),
+            "{:?}",
+            classify_send_error(&refused)
+        );
     }
 
     #[test]

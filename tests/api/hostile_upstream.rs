@@ -1,6 +1,7 @@
 //! Upstreams that answer oddly or not at all: a 4xx or 3xx is asked once and never sent
-//! elsewhere, a hang opens the breaker whatever the deadline, breakers and series read true
-//! without traffic, and unknown ids do not cost both upstreams again and again.
+//! elsewhere, a body over 64 KiB is not read, a hang opens the breaker whatever the deadline,
+//! breakers and series read true without traffic, and unknown ids do not cost both upstreams
+//! again and again.
 
 use std::time::Duration;
 
@@ -67,6 +68,27 @@ async fn a_redirect_is_never_followed_to_another_host() {
     assert_eq!(requests_to(&elsewhere).await, 0, "the redirect's target never saw our lookup");
     let (users, _) = app.upstreams.mocks();
     assert_eq!(requests_to(users).await, 1, "a 3xx is not retried");
+}
+
+/// An upstream body is read to 64 KiB at most: a user-service that pads a valid answer to a
+/// megabyte gets its lookup refused as unusable (502), however well-formed the rest is.
+#[tokio::test]
+async fn an_upstream_body_over_64_kib_is_refused_unread() {
+    let upstreams = Upstreams::mock().await;
+    upstreams.mount_classic_box(Duration::ZERO).await;
+    let (users, _) = upstreams.mocks();
+    // Valid JSON that decodes to Ada once read whole: only the size can refuse it.
+    let padded = format!(r#"{{"id":"{ADA}","firstName":"Ada","lastName":"Lovelace"{}}}"#, " ".repeat(1024 * 1024));
+    let answer = ResponseTemplate::new(200).set_body_raw(padded.into_bytes(), "application/json");
+    Mock::given(method("GET")).and(path(format!("/users/{ADA}"))).respond_with(answer).mount(users).await;
+    let app = TestApp::builder(Backend::Sqlite).upstreams(upstreams).spawn().await;
+
+    let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
+    assert_eq!((status, body["type"].as_str()), (502, Some("/problems/upstream-error")), "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("unusable")), "{body}");
+    let metrics = app.metrics().await;
+    let refused = sample(&metrics, "upstream_requests_total", &[("upstream", "user"), ("outcome", "invalid_response")]);
+    assert!(refused >= 1.0, "counted as an unusable answer: {refused}");
 }
 
 #[tokio::test]

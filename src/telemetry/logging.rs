@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::{Metadata, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, FilterFn, LevelFilter, Targets, dynamic_filter_fn, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets, dynamic_filter_fn, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields};
 use tracing_subscriber::layer::Filter;
@@ -55,7 +55,8 @@ pub fn init(tracer: Option<SdkTracer>) {
 /// The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
 /// Inside a request whose trace is not sampled, only its server span is made. That depends on
 /// the request, not the callsite, so the filter is a dynamic one: a plain `filter_fn`'s answer
-/// is cached per callsite, and the first order's decision would stick for every later one.
+/// is cached per callsite, and the first order's decision would stick for every later one. It
+/// passes every level and says so, as [`log_filter`]'s does, so the hint is the targets'.
 fn traced<S: Subscriber>() -> impl Filter<S> {
     let sampled = dynamic_filter_fn(|metadata: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>| {
         !metadata.is_span() || metadata.name() == "request" || context::sampled()
@@ -82,22 +83,18 @@ where
 }
 
 /// `levels` (`RUST_LOG`) for events; of spans, only [`LOGGED_SPANS`].
+///
+/// The span filter passes every level, and says so with its hint. A `filter_fn` has no level
+/// hint, a filter combined with one has none either, and a subscriber without a hint is taken
+/// to want TRACE. Every library's debug and trace callsites then ask the subscriber whether they
+/// are wanted, and some prepare their message first: sqlx formatted each statement's SQL for a
+/// debug line nobody wrote, 1.9 % of the service's CPU (docs/overload.md, sixth session). With
+/// the hint, the subscriber's level is `RUST_LOG`'s, and those callsites stop at one compare.
 fn log_filter<S>(levels: EnvFilter) -> impl Filter<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    levels.and(every_level(logged))
-}
-
-/// A filter on a callsite's metadata alone (its answer is cached per callsite) that passes every
-/// level, and says so. A `filter_fn` has no level hint,
-/// and a filter combined with one has none either; a subscriber without a hint is taken to
-/// want TRACE. Every library's debug and trace callsites then ask the subscriber whether they
-/// are wanted, and some prepare their message first: sqlx formatted each statement's SQL for a
-/// debug line nobody wrote, 1.9 % of the service's CPU (docs/overload.md, sixth session). With
-/// the hint, the subscriber's level is `RUST_LOG`'s, and those callsites stop at one compare.
-fn every_level(judge: fn(&Metadata<'_>) -> bool) -> FilterFn<impl Fn(&Metadata<'_>) -> bool> {
-    filter_fn(judge).with_max_level_hint(LevelFilter::TRACE)
+    levels.and(filter_fn(logged).with_max_level_hint(LevelFilter::TRACE))
 }
 
 const LOGGED_SPANS: [&str; 1] = ["request"];

@@ -88,7 +88,7 @@ async fn a_statement_behind_hung_ones_waits_no_longer_than_the_acquire_timeout()
         .collect();
     let waiting = "SELECT count(*) FROM pg_stat_activity \
                    WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let blocked = eventually(Duration::from_secs(10), async || db.scalar_i64(waiting).await, |&n| n == 2).await;
+    let blocked = eventually(Duration::from_secs(30), async || db.scalar_i64(waiting).await, |&n| n == 2).await;
     assert_eq!(blocked, 2, "both statements wait on the lock, holding both turns");
 
     // The lock is held until released below, so a wide margin costs nothing: without the

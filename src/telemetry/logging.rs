@@ -26,6 +26,21 @@ pub fn init_logging() {
 /// Logging, and when `tracer` is given, spans handed to OpenTelemetry.
 pub fn init(tracer: Option<SdkTracer>) {
     let levels = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = traced_registry(tracer, levels);
+    let result = if std::io::stdout().is_terminal() {
+        registry.with(fmt::layer().with_filter(log_filter(levels()))).try_init()
+    } else {
+        registry.with(json(std::io::stdout).with_filter(log_filter(levels()))).try_init()
+    };
+    drop(result);
+}
+
+/// The registry with the tracer and the trace-id layer, when `tracer` is given; `init` puts the
+/// log layer on top (tests too, with their own writer).
+fn traced_registry(
+    tracer: Option<SdkTracer>,
+    levels: impl Fn() -> EnvFilter,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync {
     // Off: source location, thread name (a String per span) and busy/idle timings (two clock
     // reads per enter and exit): attributes nobody asked for, paid by every span, sampled or not.
     // Context activation (making the span's OpenTelemetry context current on every enter, that
@@ -43,13 +58,7 @@ pub fn init(tracer: Option<SdkTracer>) {
     // Ids only exist with tracing on: without it, no log line pays for looking them up. It sees
     // what the log writes, no more: unfiltered, it would ask for every level of every crate.
     let correlate = otel.is_some().then(|| Correlate.with_filter(log_filter(levels())));
-    let registry = tracing_subscriber::registry().with(otel);
-    let result = if std::io::stdout().is_terminal() {
-        registry.with(correlate).with(fmt::layer().with_filter(log_filter(levels()))).try_init()
-    } else {
-        registry.with(correlate).with(json(std::io::stdout).with_filter(log_filter(levels()))).try_init()
-    };
-    drop(result);
+    tracing_subscriber::registry().with(otel).with(correlate)
 }
 
 /// The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
@@ -107,8 +116,6 @@ fn logged(metadata: &Metadata<'_>) -> bool {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tracing_subscriber::filter::Filtered;
-
     use super::*;
 
     /// What the log layer wrote.
@@ -136,18 +143,14 @@ mod tests {
         assert_eq!(Filter::<Registry>::max_level_hint(&traced::<Registry>()), Some(LevelFilter::INFO));
 
         // As `init` composes them, with tracing off and on (a tracer that exports nowhere).
-        let off = tracing_subscriber::registry()
-            .with(None::<Filtered<Correlate, EnvFilter, Registry>>)
-            .with(json(std::io::sink).with_filter(log_filter(EnvFilter::new("warn"))));
+        let warn = || EnvFilter::new("warn");
+        let off = traced_registry(None, warn).with(json(std::io::sink).with_filter(log_filter(warn())));
         assert_eq!(off.max_level_hint(), Some(LevelFilter::WARN));
         let tracer = opentelemetry::trace::TracerProvider::tracer(
             &opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
             "test",
         );
-        let on = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(traced()))
-            .with(Correlate.with_filter(log_filter(EnvFilter::new("warn"))))
-            .with(json(std::io::sink).with_filter(log_filter(EnvFilter::new("warn"))));
+        let on = traced_registry(Some(tracer), warn).with(json(std::io::sink).with_filter(log_filter(warn())));
         assert_eq!(on.max_level_hint(), Some(LevelFilter::INFO));
     }
 

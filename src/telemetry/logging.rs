@@ -8,7 +8,6 @@ use opentelemetry_sdk::trace::SdkTracer;
 use tracing::{Metadata, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets, dynamic_filter_fn, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::{Format, Json, JsonFields};
 use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -16,6 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
 use super::context;
+use super::log_line::{JsonLine, JsonMembers};
 use super::traces::correlate::Correlate;
 
 /// Logging only (tests start several apps in one process: the first initialisation stays).
@@ -82,13 +82,14 @@ fn traced<S: Subscriber>() -> impl Filter<S> {
 /// of an order's CPU (measured A/B, docs/overload.md "Orders per core"). A line written inside
 /// an inner span shows the request span, its nearest logged ancestor; the inner spans still
 /// reach the tracer when tracing is on.
-/// A line is the event's fields, flattened, and the fields of the span it was written in.
-fn json<S, W>(writer: W) -> fmt::Layer<S, JsonFields, Format<Json>, W>
+/// A line is the event's fields, flattened, and the fields of the span it was written in
+/// ([`super::log_line`]).
+fn json<S, W>(writer: W) -> fmt::Layer<S, JsonMembers, JsonLine, W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_writer(writer)
+    fmt::layer().fmt_fields(JsonMembers).event_format(JsonLine).with_writer(writer)
 }
 
 /// `levels` (`RUST_LOG`) for events; of spans, only [`LOGGED_SPANS`].

@@ -12,9 +12,11 @@
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Dispatch, Subscriber};
 use tracing_subscriber::fmt::FormattedFields;
-use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
+use tracing_subscriber::fmt::format::DefaultFields;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::telemetry::log_line::{self, JsonMembers};
 
 /// Marks a span whose ids were added already.
 struct Correlated;
@@ -52,12 +54,9 @@ where
     let (trace_id, span_id) = (context.trace_id().to_string(), context.span_id().to_string());
     let mut extensions = span.extensions_mut();
     extensions.insert(Correlated);
-    if let Some(fields) = extensions.get_mut::<FormattedFields<JsonFields>>() {
-        let mut map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&fields.fields).unwrap_or_default();
-        map.insert("trace_id".into(), trace_id.into());
-        map.insert("span_id".into(), span_id.into());
-        fields.fields = serde_json::Value::Object(map).to_string();
+    if let Some(fields) = extensions.get_mut::<FormattedFields<JsonMembers>>() {
+        log_line::append_member(&mut fields.fields, "trace_id", &trace_id);
+        log_line::append_member(&mut fields.fields, "span_id", &span_id);
     } else if let Some(fields) = extensions.get_mut::<FormattedFields<DefaultFields>>() {
         let sep = if fields.fields.is_empty() { "" } else { " " };
         fields.fields.push_str(&format!("{sep}trace_id={trace_id} span_id={span_id}"));

@@ -16,46 +16,84 @@ pub const CAPACITY: usize = 128;
 pub const MAX_AGE: Duration = Duration::from_secs(30);
 /// With fewer recent samples there is no estimate: slow cannot be told from normal yet.
 pub const MIN_SAMPLES: usize = 16;
+/// An estimate is reused until this many samples have come in since…
+pub const REFRESH_SAMPLES: usize = 8;
+/// …or this long has passed: selecting a percentile of 128 samples per lookup was 4 % of an
+/// order's instructions (callgrind, docs/overload.md, seventh session), and a p95 of the last
+/// 128 answers moves little in 8 more.
+pub const REFRESH_AFTER: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 pub struct LatencyWindow {
-    samples: Mutex<VecDeque<(Instant, Duration)>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    samples: VecDeque<(Instant, Duration)>,
+    /// Samples recorded since `estimate` was made.
+    recorded: usize,
+    estimate: Option<Estimate>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    percentile: u32,
+    made: Instant,
+    value: Option<Duration>,
 }
 
 impl LatencyWindow {
     /// A good answer (200 or 404) took `elapsed`, ending at `now`.
     pub fn record(&self, elapsed: Duration, now: Instant) {
-        let mut samples = self.lock();
-        if samples.len() == CAPACITY {
-            samples.pop_front();
+        let mut inner = self.lock();
+        if inner.samples.len() == CAPACITY {
+            inner.samples.pop_front();
         }
-        samples.push_back((now, elapsed));
+        inner.samples.push_back((now, elapsed));
+        inner.recorded += 1;
     }
 
-    /// The `percentile` (1–99) of the recent samples, nearest rank; `None` with too few.
+    /// The `percentile` (1–99) of the recent samples, nearest rank; `None` with too few. Made
+    /// again once [`REFRESH_SAMPLES`] samples or [`REFRESH_AFTER`] have passed since the last.
     pub fn percentile(&self, percentile: u32, now: Instant) -> Option<Duration> {
-        let mut samples = self.lock();
-        while samples.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > MAX_AGE) {
-            samples.pop_front();
+        let mut inner = self.lock();
+        if let Some(estimate) = inner.estimate
+            && estimate.percentile == percentile
+            && inner.recorded < REFRESH_SAMPLES
+            && now.saturating_duration_since(estimate.made) < REFRESH_AFTER
+        {
+            return estimate.value;
         }
-        if samples.len() < MIN_SAMPLES {
+        let value = inner.select(percentile, now);
+        inner.estimate = Some(Estimate { percentile, made: now, value });
+        inner.recorded = 0;
+        value
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn select(&mut self, percentile: u32, now: Instant) -> Option<Duration> {
+        while self.samples.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > MAX_AGE) {
+            self.samples.pop_front();
+        }
+        if self.samples.len() < MIN_SAMPLES {
             return None;
         }
-        // Copied onto the stack (no allocation per lookup) and selected outside the lock.
+        // Copied onto the stack: no allocation, and the samples keep their order.
         let mut copy = [Duration::ZERO; CAPACITY];
-        let count = samples.len();
-        for (slot, (_, elapsed)) in copy.iter_mut().zip(samples.iter()) {
+        let count = self.samples.len();
+        for (slot, (_, elapsed)) in copy.iter_mut().zip(self.samples.iter()) {
             *slot = *elapsed;
         }
-        drop(samples);
         let sorted = &mut copy[..count];
         let rank = (count * percentile.clamp(1, 99) as usize).div_ceil(100);
         let (_, nth, _) = sorted.select_nth_unstable(rank.saturating_sub(1));
         Some(*nth)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(Instant, Duration)>> {
-        self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -101,6 +139,27 @@ mod tests {
         let now = Instant::now();
         let w = window((0..CAPACITY).map(|_| 900u64).chain((0..CAPACITY).map(|_| 100)), now);
         assert_eq!(w.percentile(99, now), Some(100 * MS), "the 900 ms era was pushed out");
+    }
+
+    #[test]
+    fn an_estimate_is_reused_until_enough_samples_or_time_have_passed() {
+        let now = Instant::now();
+        let w = window((0..100).map(|_| 100), now);
+        assert_eq!(w.percentile(95, now), Some(100 * MS));
+        for _ in 0..REFRESH_SAMPLES - 1 {
+            w.record(900 * MS, now);
+        }
+        assert_eq!(w.percentile(95, now), Some(100 * MS), "reused, though the p95 of all 107 is 900 ms now");
+        w.record(900 * MS, now);
+        assert_eq!(w.percentile(95, now), Some(900 * MS), "made again after REFRESH_SAMPLES new samples");
+        assert_eq!(w.percentile(50, now), Some(100 * MS), "another percentile is made afresh");
+
+        let w = window((0..100).map(|_| 100), now);
+        assert_eq!(w.percentile(95, now), Some(100 * MS));
+        for _ in 0..REFRESH_SAMPLES - 1 {
+            w.record(900 * MS, now);
+        }
+        assert_eq!(w.percentile(95, now + REFRESH_AFTER), Some(900 * MS), "made again after REFRESH_AFTER");
     }
 
     #[test]

@@ -211,4 +211,4 @@ impl fmt::Write for Escaped<'_, '_> {
 
 #[cfg(test)]
 #[path = "log_line_tests.rs"]
-mod tests;
+pub(super) mod tests;

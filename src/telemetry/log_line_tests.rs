@@ -5,9 +5,9 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
 
-/// What the log layer wrote.
+/// What the log layer wrote (the logging tests use it too).
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
+pub(in crate::telemetry) struct Lines(pub Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Lines {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

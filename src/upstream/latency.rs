@@ -1,7 +1,7 @@
 //! How long one upstream's good answers take lately: the last [`CAPACITY`] good answers of the
 //! last [`MAX_AGE`], and a percentile of them, which is when a lookup counts as slow enough to
 //! hedge (the Tail at Scale's "defer a secondary request until the first has been outstanding
-//! longer than the 95th-percentile expected latency"). Hand-written because it is 40 lines: a
+//! longer than the 95th-percentile expected latency"). Hand-written because it is 80 lines: a
 //! histogram crate would bring decaying buckets and a clock of its own to test around.
 
 use std::collections::VecDeque;

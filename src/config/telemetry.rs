@@ -26,6 +26,10 @@ pub struct TracingConfig {
     /// `OTEL_BSP_EXPORT_TIMEOUT` / `OTEL_EXPORTER_OTLP_TIMEOUT`: one export request's limit; a
     /// batch that fails or times out is dropped (and counted), never retried into a backlog.
     pub export_timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,…`
+    /// sent with every export (a vendor's API key), values percent-decoded (the specification's
+    /// format). A name or value HTTP cannot carry is a configuration error, not silently left out.
+    pub headers: Vec<(String, String)>,
 }
 
 /// The samplers of the specification. `ParentBased` follows the caller's decision when a
@@ -78,8 +82,36 @@ impl TracingConfig {
             max_export_batch_size: env.number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1..=100_000)?,
             schedule_delay: env.millis("OTEL_BSP_SCHEDULE_DELAY", 1000)?,
             export_timeout: env.millis("OTEL_BSP_EXPORT_TIMEOUT", timeout_default)?,
+            headers: headers(env)?,
         })
     }
+}
+
+fn headers(env: &Env<'_>) -> Result<Vec<(String, String)>, ConfigError> {
+    let var = if env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS").is_some() {
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+    } else {
+        "OTEL_EXPORTER_OTLP_HEADERS"
+    };
+    let Some(raw) = env.get(var) else { return Ok(Vec::new()) };
+    let mut headers = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(invalid(var, format!("expected key=value pairs separated by commas, got {:?}", redact(pair))));
+        };
+        let name = name.trim();
+        let value = percent_encoding::percent_decode_str(value.trim())
+            .decode_utf8()
+            .map_err(|_| invalid(var, format!("the value of {name:?} is not UTF-8 once percent-decoded")))?;
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(&value).is_err() {
+            return Err(invalid(var, format!("{name:?} and its value cannot be an HTTP header")));
+        }
+        headers.push((name.to_owned(), value.into_owned()));
+    }
+    // The names only: the values are credentials.
+    let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
+    env.record(var, Some(format!("{} (values not shown)", names.join(","))));
+    Ok(headers)
 }
 
 fn http_url(var: &str, raw: &str) -> Result<String, ConfigError> {
@@ -157,6 +189,24 @@ mod tests {
         assert_eq!(c.endpoint.as_deref(), Some("https://vendor.example/otlp/traces"));
         let off = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SDK_DISABLED", "true")]);
         assert_eq!(off.expect("valid").endpoint, None);
+    }
+
+    #[test]
+    fn export_headers_are_percent_decoded_the_signal_s_own_preferred_and_bad_ones_refused() {
+        let c = read(&[("OTEL_EXPORTER_OTLP_HEADERS", " api-key = s3cr%3Dt%2C1 ,x-team=orders,")]).expect("valid");
+        assert_eq!(
+            c.headers,
+            [("api-key".to_owned(), "s3cr=t,1".to_owned()), ("x-team".to_owned(), "orders".to_owned())]
+        );
+        let c = read(&[("OTEL_EXPORTER_OTLP_HEADERS", "a=1"), ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=2")])
+            .expect("valid");
+        assert_eq!(c.headers, [("b".to_owned(), "2".to_owned())]);
+        assert!(read(&[]).expect("valid").headers.is_empty());
+        for bad in ["no-equals-sign", "bad name=1", "x=line%0Abreak", "x=%FF"] {
+            let error = read(&[("OTEL_EXPORTER_OTLP_HEADERS", bad)]).expect_err(bad).to_string();
+            assert!(error.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{bad}: {error}");
+            assert!(!error.contains("break"), "a value is never echoed: {error}");
+        }
     }
 
     #[test]

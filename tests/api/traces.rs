@@ -253,3 +253,21 @@ async fn an_unsampled_order_exports_nothing_and_tells_its_upstreams_so() {
     assert_eq!(only(&spans, "place order").name, "place order");
     assert!(collector.trace(UNSAMPLED_TRACE).is_empty(), "{:?}", collector.trace(UNSAMPLED_TRACE));
 }
+
+/// The exporter sends OTLP/HTTP protobuf with the headers of `OTEL_EXPORTER_OTLP_HEADERS`
+/// (percent-decoded, as the specification has them): a vendor's API key reaches the collector.
+#[tokio::test]
+async fn exports_carry_the_configured_headers_and_the_protobuf_content_type() {
+    let collector = Collector::start().await;
+    let service = traced(&collector).await.env("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr%3Dt,x-team=orders");
+    let _running = service.start().await;
+
+    let (status, _) = order(&service, ADA, "classic-box", "00f067aa0ba902b7").await;
+    assert_eq!(status, 201);
+    let sent = eventually(Duration::from_secs(20), async || collector.request_headers(), |h| !h.is_empty()).await;
+    let first = sent.first().expect("an export request");
+    assert_eq!(first.get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-protobuf"));
+    assert_eq!(first.get("api-key").and_then(|v| v.to_str().ok()), Some("s3cr=t"));
+    assert_eq!(first.get("x-team").and_then(|v| v.to_str().ok()), Some("orders"));
+    assert!(!collector.trace(CALLER_TRACE).is_empty(), "and the body decoded as spans");
+}

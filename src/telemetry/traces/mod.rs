@@ -4,10 +4,13 @@
 //!
 //! - [`queue`] — the bounded span queue and its exporting task (drops are counted, never queued
 //!   without bound, never retried).
+//! - [`export`] — OTLP/HTTP, protobuf written by [`encode`] straight from the spans.
 //! - [`correlate`] — `trace_id` / `span_id` on every log line written inside a span.
 //! - [`propagation`] — the W3C `traceparent` taken from requests and given to upstream calls.
 
 pub mod correlate;
+pub mod encode;
+pub mod export;
 pub mod propagation;
 pub mod queue;
 
@@ -17,7 +20,6 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
 
@@ -51,12 +53,7 @@ impl TracingGuard {
 /// the tokio runtime (the exporting task is spawned on it).
 pub fn start(config: &TracingConfig) -> Option<(SdkTracer, TracingGuard)> {
     let endpoint = config.endpoint.as_ref()?;
-    let mut exporter = match opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(endpoint.clone())
-        .with_timeout(config.export_timeout)
-        .build()
-    {
+    let mut exporter = match export::OtlpHttp::new(endpoint.clone(), &config.headers, config.export_timeout) {
         Ok(exporter) => exporter,
         Err(error) => {
             eprintln!("order-service: tracing off: cannot build the OTLP exporter: {error}");

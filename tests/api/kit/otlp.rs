@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -42,8 +42,12 @@ impl ReceivedSpan {
 pub struct Collector {
     pub endpoint: String,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// The headers of each export request, in order.
+    headers: Arc<Mutex<Vec<HeaderMap>>>,
     _server: tokio::task::JoinHandle<()>,
 }
+
+type Received = (Arc<Mutex<Vec<ReceivedSpan>>>, Arc<Mutex<Vec<HeaderMap>>>);
 
 impl Collector {
     /// `service` exporting its spans here, in batches sent every 50 ms.
@@ -52,14 +56,19 @@ impl Collector {
     }
 
     pub async fn start() -> Self {
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new().route("/v1/traces", post(receive)).with_state(Arc::clone(&spans));
+        let (spans, headers) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let app =
+            Router::new().route("/v1/traces", post(receive)).with_state((Arc::clone(&spans), Arc::clone(&headers)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { endpoint, spans, _server: server }
+        Self { endpoint, spans, headers, _server: server }
+    }
+
+    pub fn request_headers(&self) -> Vec<HeaderMap> {
+        self.headers.lock().expect("lock").clone()
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
@@ -71,7 +80,8 @@ impl Collector {
     }
 }
 
-async fn receive(State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>, body: Bytes) -> StatusCode {
+async fn receive(State((spans, headers)): State<Received>, sent: HeaderMap, body: Bytes) -> StatusCode {
+    headers.lock().expect("lock").push(sent);
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
         return StatusCode::BAD_REQUEST;
     };

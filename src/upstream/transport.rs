@@ -31,6 +31,10 @@ pub const EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
 
 /// Largest upstream body read; the real answers are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The most of an answer held in the client's read buffer: its status line and headers must fit
+/// (hyper's own default is about 400 KiB). An upstream that sends more gets no answer read
+/// (`Connect`, 502), and costs at most this per connection.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// A wire format: how an upstream's 200 body becomes a domain value.
 pub trait Decode: Sized + Send + 'static {
@@ -58,6 +62,7 @@ pub fn http_client() -> HttpClient {
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
+        .http1_max_buf_size(MAX_HEAD_BYTES)
         .build(tls.wrap_connector(tcp))
 }
 

@@ -1,5 +1,5 @@
 //! Upstreams that answer oddly or not at all: a 4xx or 3xx is asked once and never sent
-//! elsewhere, a body over 64 KiB is not read, a hang opens the breaker whatever the deadline,
+//! elsewhere, a head or body over 64 KiB is not read, a hang opens the breaker whatever the deadline,
 //! breakers and series read true without traffic, and unknown ids do not cost both upstreams
 //! again and again.
 
@@ -89,6 +89,25 @@ async fn an_upstream_body_over_64_kib_is_refused_unread() {
     let metrics = app.metrics().await;
     let refused = sample(&metrics, "upstream_requests_total", &[("upstream", "user"), ("outcome", "invalid_response")]);
     assert!(refused >= 1.0, "counted as an unusable answer: {refused}");
+}
+
+/// An upstream's answer head is read to 64 KiB at most: a user-service that sends a 256 KiB
+/// header before a valid body gets no answer read (502), and the service goes on serving.
+#[tokio::test]
+async fn an_upstream_answer_head_over_64_kib_is_not_read() {
+    let upstreams = Upstreams::mock().await;
+    upstreams.mount_classic_box(Duration::ZERO).await;
+    let (users, _) = upstreams.mocks();
+    let valid = format!(r#"{{"id":"{ADA}","firstName":"Ada","lastName":"Lovelace"}}"#);
+    let answer = ResponseTemplate::new(200)
+        .insert_header("x-padding", "p".repeat(256 * 1024).as_str())
+        .set_body_raw(valid.into_bytes(), "application/json");
+    Mock::given(method("GET")).and(path(format!("/users/{ADA}"))).respond_with(answer).mount(users).await;
+    let app = TestApp::builder(Backend::Sqlite).upstreams(upstreams).spawn().await;
+
+    let (status, body) = problem(app.post_order(ADA, "classic-box").await).await;
+    assert_eq!((status, body["type"].as_str()), (502, Some("/problems/upstream-error")), "{body}");
+    assert_eq!(app.get("/health/live").await.status(), 200, "and the service goes on");
 }
 
 #[tokio::test]

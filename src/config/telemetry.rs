@@ -29,7 +29,8 @@ pub struct TracingConfig {
     /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,…`
     /// sent with every export (a vendor's API key), values percent-decoded (the specification's
     /// format). A name or value HTTP cannot carry is a configuration error, not silently left out.
-    pub headers: Vec<(String, String)>,
+    /// Values are marked sensitive: they are credentials, and never shown by `Debug`.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The samplers of the specification. `ParentBased` follows the caller's decision when a
@@ -87,7 +88,7 @@ impl TracingConfig {
     }
 }
 
-fn headers(env: &Env<'_>) -> Result<Vec<(String, String)>, ConfigError> {
+fn headers(env: &Env<'_>) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
     let var = if env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS").is_some() {
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
     } else {
@@ -103,10 +104,11 @@ fn headers(env: &Env<'_>) -> Result<Vec<(String, String)>, ConfigError> {
         let value = percent_encoding::percent_decode_str(value.trim())
             .decode_utf8()
             .map_err(|_| invalid(var, format!("the value of {name:?} is not UTF-8 once percent-decoded")))?;
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(&value).is_err() {
-            return Err(invalid(var, format!("{name:?} and its value cannot be an HTTP header")));
-        }
-        headers.push((name.to_owned(), value.into_owned()));
+        let unusable = || invalid(var, format!("{name:?} and its value cannot be an HTTP header"));
+        let header_name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| unusable())?;
+        let mut header_value = http::HeaderValue::from_str(&value).map_err(|_| unusable())?;
+        header_value.set_sensitive(true);
+        headers.push((header_name, header_value));
     }
     // The names only: the values are credentials.
     let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
@@ -194,13 +196,17 @@ mod tests {
     #[test]
     fn export_headers_are_percent_decoded_the_signal_s_own_preferred_and_bad_ones_refused() {
         let c = read(&[("OTEL_EXPORTER_OTLP_HEADERS", " api-key = s3cr%3Dt%2C1 ,x-team=orders,")]).expect("valid");
+        let text = |c: &TracingConfig| -> Vec<(String, String)> {
+            c.headers.iter().map(|(n, v)| (n.to_string(), v.to_str().expect("text").to_owned())).collect()
+        };
         assert_eq!(
-            c.headers,
+            text(&c),
             [("api-key".to_owned(), "s3cr=t,1".to_owned()), ("x-team".to_owned(), "orders".to_owned())]
         );
+        assert!(!format!("{c:?}").contains("s3cr"), "a value is never shown by Debug");
         let c = read(&[("OTEL_EXPORTER_OTLP_HEADERS", "a=1"), ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=2")])
             .expect("valid");
-        assert_eq!(c.headers, [("b".to_owned(), "2".to_owned())]);
+        assert_eq!(text(&c), [("b".to_owned(), "2".to_owned())]);
         assert!(read(&[]).expect("valid").headers.is_empty());
         for bad in ["no-equals-sign", "bad name=1", "x=line%0Abreak", "x=%FF"] {
             let error = read(&[("OTEL_EXPORTER_OTLP_HEADERS", bad)]).expect_err(bad).to_string();

@@ -14,25 +14,27 @@ use super::encode;
 
 #[derive(Debug)]
 pub struct OtlpHttp {
+    /// Sends the configured headers and the content type with every request.
     client: reqwest::Client,
     endpoint: String,
-    headers: HeaderMap,
     resource: Resource,
 }
 
 impl OtlpHttp {
-    /// Posts to `endpoint` (the full traces URL) with `headers` (already validated by the
-    /// configuration), each export bounded by `timeout`.
-    pub fn new(endpoint: String, headers: &[(String, String)], timeout: Duration) -> Result<Self, reqwest::Error> {
-        let mut map = HeaderMap::new();
-        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+    /// Posts to `endpoint` (the full traces URL) with `headers` (`OTEL_EXPORTER_OTLP_HEADERS`,
+    /// validated by the configuration), each export bounded by `timeout`.
+    pub fn new(
+        endpoint: String,
+        headers: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let mut sent = HeaderMap::new();
+        sent.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
         for (name, value) in headers {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-                map.append(name, value);
-            }
+            sent.append(name, value.clone());
         }
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Self { client, endpoint, headers: map, resource: Resource::builder_empty().build() })
+        let client = reqwest::Client::builder().timeout(timeout).default_headers(sent).build()?;
+        Ok(Self { client, endpoint, resource: Resource::builder_empty().build() })
     }
 }
 
@@ -42,8 +44,7 @@ impl SpanExporter for OtlpHttp {
         encode::export_request(&batch, &self.resource, &mut body);
         drop(batch);
         let failed = |error: reqwest::Error| OTelSdkError::InternalFailure(format!("OTLP export failed: {error}"));
-        let response =
-            self.client.post(&self.endpoint).headers(self.headers.clone()).body(body).send().await.map_err(failed)?;
+        let response = self.client.post(&self.endpoint).body(body).send().await.map_err(failed)?;
         let status = response.status();
         // Read to the end, so the connection is kept for the next batch.
         response.bytes().await.map_err(failed)?;

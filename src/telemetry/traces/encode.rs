@@ -241,9 +241,14 @@ fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
         out[at] = len as u8;
     } else {
-        let mut prefix = Vec::with_capacity(4);
-        varint(&mut prefix, len as u64);
-        out.splice(at..at + 1, prefix);
+        // Room for the longer varint: the body moves right once, then the length fills the gap.
+        let width = (u64::BITS - (len as u64).leading_zeros()).div_ceil(7) as usize;
+        out.splice(at..at + 1, std::iter::repeat_n(0, width));
+        let mut rest = len as u64;
+        for (i, byte) in out[at..at + width].iter_mut().enumerate() {
+            *byte = (rest as u8 & 0x7f) | if i + 1 < width { 0x80 } else { 0 };
+            rest >>= 7;
+        }
     }
 }
 

@@ -15,6 +15,11 @@ pub enum Backend {
 /// sqlx's own default: every statement the service runs fits, so each is parsed once per connection.
 const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 100;
 
+/// Measured (docs/fleet.md, eighth session).
+const DEFAULT_INSERT_WRITERS: usize = 2;
+/// Well above the batches a full edge limit (128 orders) makes with two writers.
+const DEFAULT_INSERT_BATCH_MAX: usize = 64;
+
 /// `DATABASE_*`: the store and its pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
@@ -36,6 +41,13 @@ pub struct DatabaseConfig {
     /// relay's `LISTEN`. Behind PgBouncer in transaction mode, PostgreSQL itself or a
     /// session-mode pool.
     pub session_url: String,
+    /// `DATABASE_INSERT_WRITERS` (PostgreSQL): how many order insert statements may run at once.
+    /// Orders placed while all are under way wait and go together in the next one (group commit,
+    /// `storage::group`): fewer writers, bigger batches, less database CPU per order.
+    pub insert_writers: usize,
+    /// `DATABASE_INSERT_BATCH_MAX` (PostgreSQL): most orders one insert statement carries; `1`
+    /// writes every order in a statement of its own.
+    pub insert_batch_max: usize,
 }
 
 impl DatabaseConfig {
@@ -58,6 +70,8 @@ impl DatabaseConfig {
             acquire_timeout,
             statement_cache_capacity: DEFAULT_STATEMENT_CACHE_CAPACITY,
             session_url: url.to_owned(),
+            insert_writers: DEFAULT_INSERT_WRITERS,
+            insert_batch_max: DEFAULT_INSERT_BATCH_MAX,
         })
     }
 
@@ -71,6 +85,8 @@ impl DatabaseConfig {
         )?;
         config.statement_cache_capacity =
             env.number("DATABASE_STATEMENT_CACHE_CAPACITY", DEFAULT_STATEMENT_CACHE_CAPACITY, 0..=10_000)?;
+        config.insert_writers = env.number("DATABASE_INSERT_WRITERS", DEFAULT_INSERT_WRITERS, 1..=1000)?;
+        config.insert_batch_max = env.number("DATABASE_INSERT_BATCH_MAX", DEFAULT_INSERT_BATCH_MAX, 1..=1000)?;
         if let Some(session) = env.get("DATABASE_SESSION_URL") {
             let named = Self::new(&session, 1, config.acquire_timeout)
                 .map_err(|e| invalid("DATABASE_SESSION_URL", e.reason))?;

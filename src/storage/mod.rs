@@ -3,8 +3,10 @@
 //! `migrations/` and run at start; on PostgreSQL, [`listen_forever`] wakes the relay when
 //! another replica announces new outbox rows.
 
+mod group;
 mod keys;
 mod listen;
+mod pg_insert;
 mod postgres;
 mod row;
 mod sql;

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::keys::KeyRow;
+use super::pg_insert::Inserts;
 use super::row::OrderRow;
 use super::warm::{Turn, Warm};
 use crate::domain::idempotency::{HeldLease, KeyClaim, KeyCompletion, KeyLease, KeyTimes};
@@ -114,17 +115,25 @@ pub struct SqlStore<DB: Database> {
     pub(super) held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     /// Connections parked between statements (see `warm`); PostgreSQL with the statement cache.
     warm: Option<Arc<Warm<PoolConnection<DB>>>>,
+    /// Orders grouped into shared insert statements (see `group`); PostgreSQL only.
+    pub(super) inserts: Option<Inserts>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone(), persistent: self.persistent, held: self.held.clone(), warm: self.warm.clone() }
+        Self {
+            pool: self.pool.clone(),
+            persistent: self.persistent,
+            held: self.held.clone(),
+            warm: self.warm.clone(),
+            inserts: self.inserts.clone(),
+        }
     }
 }
 
 impl<DB: Database> SqlStore<DB> {
     pub(super) fn new(pool: Pool<DB>, persistent: bool) -> Self {
-        Self { pool, persistent, held: Default::default(), warm: None }
+        Self { pool, persistent, held: Default::default(), warm: None, inserts: None }
     }
 
     /// Statements hold at most `size` connections, parked between them instead of given back
@@ -186,6 +195,7 @@ where
             db.system.name = DB::SYSTEM,
             db.operation.name = "INSERT",
             db.collection.name = "orders",
+            db.operation.batch.size = tracing::field::Empty,
         );
         let result = DB::insert_order(self, order, key, trace.as_ref()).instrument(span.clone()).await;
         if result.is_err() {

@@ -66,36 +66,41 @@ async fn connections_parked_across_a_database_restart_are_not_reused() {
     assert_eq!(app.db.count("orders").await, 4);
 }
 
-/// A database that stops answering holds every statement's turn to a connection. The next
-/// statement then waits for one no longer than the acquire timeout and fails as unavailable
-/// (a 503), as it did when it waited for the pool alone; the hung ones finish once the database
-/// answers again.
+/// A database that stops answering holds both insert writers and every statement's turn to a
+/// connection. The next order then waits for a writer, and the next other statement for a
+/// connection, no longer than the acquire timeout, and fails as unavailable (a 503), as it did
+/// when it waited for the pool alone; the hung ones finish once the database answers again.
 #[tokio::test]
 async fn a_statement_behind_hung_ones_waits_no_longer_than_the_acquire_timeout() {
     let db = TestDb::new(Backend::Postgres).await;
-    // 4 connections: 2 go through the parked set, 2 stay with the pool.
-    let config = DatabaseConfig { acquire_timeout: Duration::from_millis(500), ..db.config(4) };
+    // 4 connections: 2 go through the parked set, 2 stay with the pool; 2 insert writers.
+    let config = DatabaseConfig { acquire_timeout: Duration::from_millis(500), insert_writers: 2, ..db.config(4) };
     let stores = storage::connect(&config).await.expect("store");
-    stores.orders.insert_order(&sample_order(), None).await.expect("a first order");
+    let placed = sample_order();
+    stores.orders.insert_order(&placed, None).await.expect("a first order");
 
     let mut lock = sqlx::PgConnection::connect(&db.url).await.expect("connect");
     lock.execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE").await.expect("lock");
-    let hung: Vec<_> = (0..2)
-        .map(|_| {
-            let orders = stores.orders.clone();
-            tokio::spawn(async move { orders.insert_order(&sample_order(), None).await })
-        })
-        .collect();
     let waiting = "SELECT count(*) FROM pg_stat_activity \
                    WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let blocked = eventually(Duration::from_secs(30), async || db.scalar_i64(waiting).await, |&n| n == 2).await;
-    assert_eq!(blocked, 2, "both statements wait on the lock, holding both turns");
+    let mut hung = Vec::new();
+    for n in 1..=2 {
+        // One at a time, so that each is a statement of its own and takes a writer.
+        let orders = stores.orders.clone();
+        hung.push(tokio::spawn(async move { orders.insert_order(&sample_order(), None).await }));
+        let blocked = eventually(Duration::from_secs(30), async || db.scalar_i64(waiting).await, |&b| b == n).await;
+        assert_eq!(blocked, n, "the statements wait on the lock, holding writers and turns");
+    }
 
     // The lock is held until released below, so a wide margin costs nothing: without the
-    // acquire timeout on the turn, the third statement would wait for as long as the lock.
-    let third = tokio::time::timeout(Duration::from_secs(30), stores.orders.insert_order(&sample_order(), None)).await;
-    let third = third.expect("the third statement gave up within the acquire timeout, while the lock is held");
+    // acquire timeout, the third order (and the read) would wait for as long as the lock.
+    let within = Duration::from_secs(30);
+    let third = tokio::time::timeout(within, stores.orders.insert_order(&sample_order(), None)).await;
+    let third = third.expect("the third order gave up within the acquire timeout, while the lock is held");
     assert!(matches!(third, Err(StoreError::Unavailable(_))), "unavailable (503): {third:?}");
+    let read = tokio::time::timeout(within, stores.orders.get_order(placed.id)).await;
+    let read = read.expect("the read gave up within the acquire timeout, while the lock is held");
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "unavailable (503): {read:?}");
 
     lock.execute("ROLLBACK").await.expect("unlock");
     for insert in hung {

@@ -8,6 +8,7 @@ mod database_outage;
 mod docs;
 mod edge;
 mod fleet;
+mod group_commit;
 mod health;
 mod hostile_edge;
 mod hostile_labels;

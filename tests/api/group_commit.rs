@@ -14,7 +14,7 @@ use crate::kit::{Backend, TestDb, eventually, sample_order};
 
 /// Insert statements waiting on a lock.
 const BLOCKED: &str = "SELECT count(*) FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'WITH i AS%'";
+                       WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO orders%'";
 
 /// The transactions that wrote these orders (PostgreSQL's `xmin`), one per statement.
 async fn transactions(db: &TestDb, ids: &[Uuid]) -> i64 {

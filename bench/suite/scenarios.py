@@ -176,10 +176,14 @@ def _json_or_none(line):
         return None
 
 
-def pgbench(database_url, d, clients=64):
-    """The database ceiling: pgbench running an order's insert statement (bench/order_tx.sql)."""
+BATCH_ORDERS = 16  # orders per transaction of bench/order_tx_batch.sql
+
+
+def pgbench(database_url, d, clients=64, script="order_tx.sql"):
+    """The database ceiling: pgbench running an order's insert statement (bench/order_tx.sql), or
+    another script of bench/; transactions per second."""
     cmd = ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(d.long), "-f",
-           os.path.join(BENCH, "order_tx.sql"), database_url]
+           os.path.join(BENCH, script), database_url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=d.long + 60)
     for line in out.stdout.splitlines():
         if line.startswith("tps ="):
@@ -187,9 +191,11 @@ def pgbench(database_url, d, clients=64):
     raise RuntimeError(f"pgbench printed no tps:\n{out.stdout}{out.stderr}")
 
 
-def throughput(stack, d, pg_tps):
+def throughput(stack, d, pg_tps, batched_tps):
     """Orders/s at 64 connections (zero-delay upstreams, PostgreSQL, relay on) against the
-    database's own ceiling and the upstream's own GET rate, both measured in this run."""
+    database's own ceiling (one order per transaction, the goal's baseline; and, informative,
+    batches of `BATCH_ORDERS` as the service's group commit writes them) and the upstream's own
+    GET rate, all measured in this run."""
     upstream = wrk.run(f"{stack.products_url}/products/classic-box", d.long, 64, threads=2)
     url, classic = orders_url(stack), order_body("classic-box")
     wrk.run(url, d.warmup, 64, threads=2, method="POST", body=classic)
@@ -200,9 +206,12 @@ def throughput(stack, d, pg_tps):
     rate = orders["statuses"].get(201, 0) / (orders["duration_us"] / 1e6)
     return [
         row("throughput: orders/s at 64 connections", f"{rate:.0f} orders/s",
-            f"{pg_tps:.0f} tx/s (pgbench, same statement, 64 clients)", rate / pg_tps, "≥ 0.5 × baseline",
-            rate >= 0.5 * pg_tps and ok(orders, 201), orders=orders, outbox_drained_s=drained,
+            f"{pg_tps:.0f} tx/s (pgbench, same statement, 64 clients)", rate / pg_tps, "≥ 0.6 × baseline",
+            rate >= 0.6 * pg_tps and ok(orders, 201), orders=orders, outbox_drained_s=drained,
             cpu_cores=cores),
+        row("throughput: vs pgbench of grouped inserts", f"{rate:.0f} orders/s",
+            f"{batched_tps * BATCH_ORDERS:.0f} orders/s (pgbench, {BATCH_ORDERS} orders per transaction, 2 clients)",
+            rate / (batched_tps * BATCH_ORDERS), "(informative: the ceiling with group commit)", None),
         row("throughput: vs the upstream's own GET rate", f"{rate:.0f} orders/s",
             f"{upstream['rate']:.0f} GET/s (product-service direct, 64 connections)",
             rate / upstream["rate"], "(informative: each order makes 2 GETs)", None, upstream=upstream),

@@ -59,6 +59,9 @@ pub(super) enum Outcome<R> {
 }
 
 /// A handle to a running group; cloning shares it. The dispatcher stops when every handle is gone.
+///
+/// The queue has no bound of its own: what waits in it is orders in flight, which the edge's
+/// write limit (`HTTP_MAX_IN_FLIGHT`) bounds, and each waits no longer than its patience.
 pub(super) struct Group<T, R> {
     queue: mpsc::UnboundedSender<Item<T, R>>,
 }
@@ -156,6 +159,12 @@ mod tests {
 
     type Batches = Arc<Mutex<Vec<Vec<u32>>>>;
 
+    /// `group.submit(input)` in a task of its own.
+    fn submitting(group: &Group<u32, u32>, input: u32) -> tokio::task::JoinHandle<Outcome<u32>> {
+        let group = group.clone();
+        tokio::spawn(async move { group.submit(input, PATIENT).await })
+    }
+
     /// A group whose writes take `delay` and are recorded, each answering its inputs doubled.
     fn recording(writers: usize, max: usize, delay: Duration) -> (Group<u32, u32>, Batches) {
         let batches = Arc::new(Mutex::new(Vec::new()));
@@ -182,17 +191,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn submissions_made_while_the_writers_are_busy_share_the_next_batch() {
         let (group, batches) = recording(1, 64, Duration::from_millis(5));
-        let first = tokio::spawn({
-            let group = group.clone();
-            async move { group.submit(1, PATIENT).await }
-        });
+        let first = submitting(&group, 1);
         tokio::time::sleep(Duration::from_millis(1)).await; // the first batch is under way
-        let rest: Vec<_> = (2..=5)
-            .map(|i| {
-                let group = group.clone();
-                tokio::spawn(async move { group.submit(i, PATIENT).await })
-            })
-            .collect();
+        let rest: Vec<_> = (2..=5).map(|i| submitting(&group, i)).collect();
         assert_eq!(first.await.expect("task"), Outcome::Done(2));
         for (i, handle) in (2..=5).zip(rest) {
             assert_eq!(handle.await.expect("task"), Outcome::Done(i * 2), "each gets its own result");
@@ -204,12 +205,7 @@ mod tests {
     async fn a_batch_holds_at_most_max_and_writers_run_side_by_side() {
         let (group, batches) = recording(2, 3, Duration::from_millis(5));
         let started = tokio::time::Instant::now();
-        let handles: Vec<_> = (0..6)
-            .map(|i| {
-                let group = group.clone();
-                tokio::spawn(async move { group.submit(i, PATIENT).await })
-            })
-            .collect();
+        let handles: Vec<_> = (0..6).map(|i| submitting(&group, i)).collect();
         for (i, handle) in (0..6).zip(handles) {
             assert_eq!(handle.await.expect("task"), Outcome::Done(i * 2));
         }
@@ -223,10 +219,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_caller_gone_before_its_batch_starts_is_not_written() {
         let (group, batches) = recording(1, 64, Duration::from_millis(5));
-        let busy = tokio::spawn({
-            let group = group.clone();
-            async move { group.submit(1, PATIENT).await }
-        });
+        let busy = submitting(&group, 1);
         tokio::time::sleep(Duration::from_millis(1)).await;
         // Gives up after 2 ms, while the first batch (5 ms) still holds the only writer.
         let gone = tokio::time::timeout(Duration::from_millis(2), group.submit(2, PATIENT)).await;
@@ -239,10 +232,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_submission_waits_for_a_writer_no_longer_than_its_patience_but_waits_for_its_started_batch() {
         let (group, batches) = recording(1, 64, Duration::from_millis(50));
-        let busy = tokio::spawn({
-            let group = group.clone();
-            async move { group.submit(1, PATIENT).await }
-        });
+        let busy = submitting(&group, 1);
         tokio::time::sleep(Duration::from_millis(1)).await;
         let started = tokio::time::Instant::now();
         assert_eq!(group.submit(2, Duration::from_millis(10)).await, Outcome::Impatient);

@@ -136,6 +136,7 @@ impl Dialect for Postgres {
                 Outcome::Impatient => return Err(sqlx::Error::PoolTimedOut.into()),
                 Outcome::Stopped => return Err(StoreError::Unavailable("the store is shutting down".into())),
             },
+            // A store that does not group (only the group's own copy, which writes batches directly).
             None => pg_insert::write(store, vec![order]).await.pop().expect("one result per order")?,
         };
         if size > 1 {

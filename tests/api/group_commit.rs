@@ -1,16 +1,19 @@
 //! Group commit on PostgreSQL (`storage::group`, `storage::pg_insert`): orders placed while the
 //! insert writers are busy share one statement, and still get one result each.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use order_service::config::DatabaseConfig;
 use order_service::domain::StoreError;
 use order_service::domain::idempotency::{IdempotencyKey, KeyClaim, KeyCompletion, KeyLease, KeySettings};
 use order_service::domain::{Order, OrderStore};
-use sqlx::{Connection, Executor};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::kit::{Backend, TestDb, eventually, sample_order};
+use crate::kit::{Backend, PgBouncer, TestDb, eventually, sample_order};
 
 /// Insert statements waiting on a lock.
 const BLOCKED: &str = "SELECT count(*) FROM pg_stat_activity \
@@ -34,52 +37,93 @@ async fn leased(store: &dyn OrderStore, key: &str) -> KeyLease {
     lease
 }
 
+type Placed = JoinHandle<Result<(), StoreError>>;
+
+/// A store with one insert writer, held: its first order's statement waits on a lock another
+/// session holds on `orders`, so every order placed meanwhile queues behind it.
+struct HeldWriter {
+    store: Arc<dyn OrderStore>,
+    blocker: PgConnection,
+    first: (Order, Placed),
+}
+
+impl HeldWriter {
+    async fn new(db: &TestDb, mut config: DatabaseConfig) -> Self {
+        config.insert_writers = 1;
+        let store = order_service::storage::connect(&config).await.expect("store").orders;
+        let mut blocker = PgConnection::connect(&db.url).await.expect("connect");
+        blocker.execute("BEGIN; LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE").await.expect("lock");
+        let order = sample_order();
+        let first = (order.clone(), place(&store, &order, None));
+        let waiters = eventually(Duration::from_secs(10), async || db.scalar_i64(BLOCKED).await, |n| *n == 1).await;
+        assert_eq!(waiters, 1, "the first statement waits on the lock");
+        Self { store, blocker, first }
+    }
+
+    fn place(&self, order: &Order, key: Option<KeyCompletion>) -> Placed {
+        place(&self.store, order, key)
+    }
+
+    /// Lets the first statement through, and returns the first order once written.
+    async fn release(mut self) -> Order {
+        tokio::task::yield_now().await; // every order placed so far is queued
+        self.blocker.execute("COMMIT").await.expect("unlock");
+        self.first.1.await.expect("task").expect("the first order");
+        self.first.0
+    }
+}
+
+/// Places `order` in a task of its own. The tests run on one thread (tokio's default for a test):
+/// the task has submitted its order to the group by the time the test next awaits.
+fn place(store: &Arc<dyn OrderStore>, order: &Order, key: Option<KeyCompletion>) -> Placed {
+    let (store, order) = (store.clone(), order.clone());
+    tokio::spawn(async move { store.insert_order(&order, key.as_ref()).await })
+}
+
+async fn results(placed: Vec<Placed>) -> Vec<Result<(), StoreError>> {
+    let mut results = Vec::new();
+    for task in placed {
+        results.push(task.await.expect("task"));
+    }
+    results
+}
+
 #[tokio::test]
 async fn orders_placed_while_the_writer_is_busy_share_a_statement_and_each_gets_its_own_result() {
     let db = TestDb::new(Backend::Postgres).await;
-    let mut config = db.config(8);
-    config.insert_writers = 1;
-    let store = order_service::storage::connect(&config).await.expect("store").orders;
+    shared_statement(&db, db.config(8)).await;
+}
 
-    // Another session holds a lock that blocks inserts: the first order's statement waits on it,
-    // holding the only writer, while the others queue.
-    let mut blocker = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    blocker.execute("BEGIN; LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE").await.expect("lock");
-    let first = sample_order();
-    let waiting = tokio::spawn({
-        let (store, order) = (store.clone(), first.clone());
-        async move { store.insert_order(&order, None).await }
-    });
-    let waiters = eventually(Duration::from_secs(10), async || db.scalar_i64(BLOCKED).await, |n| *n == 1).await;
-    assert_eq!(waiters, 1, "the first statement waits on the lock");
+/// The same through PgBouncer in transaction pooling, with the statement cache off, as a fleet
+/// runs (docs/fleet.md): a batch's statement is unnamed and runs in a transaction of its own.
+#[tokio::test]
+async fn orders_share_a_statement_through_pgbouncer_in_transaction_mode() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let bouncer = PgBouncer::transaction_mode(2).await;
+    let through = db.url.replacen(":5432/", &format!(":{}/", bouncer.port), 1);
+    assert_ne!(through, db.url, "the test database is on 5432");
+    let mut config = DatabaseConfig::new(&through, 8, Duration::from_secs(10)).expect("url");
+    (config.statement_cache_capacity, config.session_url) = (0, db.url.clone());
+    shared_statement(&db, config).await;
+}
 
-    // Queued behind it: plain orders, one completing a key this request holds, and one whose key
-    // was taken over (its lease is stale).
+/// Behind a held writer: plain orders, one completing a key its request holds, and one whose key
+/// was taken over (its lease is stale).
+async fn shared_statement(db: &TestDb, config: DatabaseConfig) {
+    let held = HeldWriter::new(db, config).await;
     let plain: Vec<Order> = (0..6).map(|_| sample_order()).collect();
-    let held = leased(store.as_ref(), "held").await;
+    let lease = leased(held.store.as_ref(), "held").await;
     let keyed = sample_order();
     let stale = KeyLease { key: IdempotencyKey::parse("stale").expect("key"), token: Uuid::now_v7() };
-    leased(store.as_ref(), "stale").await; // another token holds it
+    leased(held.store.as_ref(), "stale").await; // another token holds it
     let lost = sample_order();
     let completion = |lease: KeyLease| KeyCompletion { lease, status: 201, body: "{}".into() };
-    let mut queued = Vec::new();
-    for (order, key) in plain
-        .iter()
-        .map(|o| (o.clone(), None))
-        .chain([(keyed.clone(), Some(completion(held))), (lost.clone(), Some(completion(stale)))])
-    {
-        let store = store.clone();
-        queued.push(tokio::spawn(async move { store.insert_order(&order, key.as_ref()).await }));
-    }
-    // Every submission is queued well before this: the writer is still held by the lock.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    blocker.execute("COMMIT").await.expect("unlock");
+    let mut placed: Vec<Placed> = plain.iter().map(|order| held.place(order, None)).collect();
+    placed.push(held.place(&keyed, Some(completion(lease))));
+    placed.push(held.place(&lost, Some(completion(stale))));
+    let first = held.release().await;
 
-    waiting.await.expect("task").expect("the first order");
-    let mut results = Vec::new();
-    for task in queued {
-        results.push(task.await.expect("task"));
-    }
+    let results = results(placed).await;
     for (order, result) in plain.iter().chain([&keyed]).zip(&results) {
         assert!(result.is_ok(), "order {} failed: {result:?}", order.id);
     }
@@ -88,9 +132,9 @@ async fn orders_placed_while_the_writer_is_busy_share_a_statement_and_each_gets_
     let written: Vec<Uuid> = plain.iter().chain([&keyed]).map(|o| o.id).collect();
     assert_eq!(db.count("orders").await, 1 + written.len() as i64, "nothing of the lost lease's order was written");
     assert_eq!(db.count("outbox").await, 1 + written.len() as i64, "one event per order written");
-    assert_eq!(transactions(&db, &[first.id]).await, 1);
-    let shared = transactions(&db, &written).await;
-    assert!(shared <= 2, "{} orders queued behind one writer took {shared} transactions", written.len());
+    assert_eq!(transactions(db, &[first.id]).await, 1);
+    let shared = transactions(db, &written).await;
+    assert_eq!(shared, 1, "{} orders queued behind one writer took {shared} transactions", written.len());
     let completed = format!("SELECT count(*) FROM idempotency_keys WHERE key = 'held' AND order_id = '{}'", keyed.id);
     assert_eq!(db.scalar_i64(&completed).await, 1, "the held key is completed with its order");
     let untouched = "SELECT count(*) FROM idempotency_keys WHERE key = 'stale' AND order_id IS NULL";
@@ -102,36 +146,14 @@ async fn orders_placed_while_the_writer_is_busy_share_a_statement_and_each_gets_
 #[tokio::test]
 async fn an_order_the_database_refuses_fails_alone_not_its_batch() {
     let db = TestDb::new(Backend::Postgres).await;
-    let mut config = db.config(8);
-    config.insert_writers = 1;
-    let store = order_service::storage::connect(&config).await.expect("store").orders;
-    let mut blocker = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    blocker.execute("BEGIN; LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE").await.expect("lock");
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.insert_order(&sample_order(), None).await }
-    });
-    let waiters = eventually(Duration::from_secs(10), async || db.scalar_i64(BLOCKED).await, |n| *n == 1).await;
-    assert_eq!(waiters, 1, "the first statement waits on the lock");
+    let held = HeldWriter::new(&db, db.config(8)).await;
     let mut refused = sample_order();
     refused.customer_fullname = "Ada\0Lovelace".into(); // PostgreSQL's text holds no NUL
     let mut orders: Vec<Order> = (0..4).map(|_| sample_order()).collect();
     orders.insert(2, refused);
-    let queued: Vec<_> = orders
-        .iter()
-        .map(|order| {
-            let (store, order) = (store.clone(), order.clone());
-            tokio::spawn(async move { store.insert_order(&order, None).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    blocker.execute("COMMIT").await.expect("unlock");
-    first.await.expect("task").expect("first");
-    let mut results = Vec::new();
-    for task in queued {
-        results.push(task.await.expect("task"));
-    }
-    for (i, result) in results.iter().enumerate() {
+    let placed = orders.iter().map(|order| held.place(order, None)).collect();
+    held.release().await;
+    for (i, result) in results(placed).await.iter().enumerate() {
         if i == 2 {
             assert!(matches!(result, Err(StoreError::Query(_))), "the refused order: {result:?}");
         } else {
@@ -144,33 +166,20 @@ async fn an_order_the_database_refuses_fails_alone_not_its_batch() {
 #[tokio::test]
 async fn events_keep_the_order_their_orders_were_queued_in() {
     let db = TestDb::new(Backend::Postgres).await;
-    let mut config = db.config(8);
-    config.insert_writers = 1;
-    let store = order_service::storage::connect(&config).await.expect("store").orders;
-    let mut blocker = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    blocker.execute("BEGIN; LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE").await.expect("lock");
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.insert_order(&sample_order(), None).await }
-    });
-    let waiters = eventually(Duration::from_secs(10), async || db.scalar_i64(BLOCKED).await, |n| *n == 1).await;
-    assert_eq!(waiters, 1, "the first statement waits on the lock");
+    let held = HeldWriter::new(&db, db.config(8)).await;
     let orders: Vec<Order> = (0..20).map(|_| sample_order()).collect();
-    let mut queued = Vec::new();
+    let mut placed = Vec::new();
     for order in &orders {
-        let (store, order) = (store.clone(), order.clone());
-        queued.push(tokio::spawn(async move { store.insert_order(&order, None).await }));
-        tokio::task::yield_now().await; // queued in this order
+        placed.push(held.place(order, None));
+        tokio::task::yield_now().await; // submitted in this order
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    blocker.execute("COMMIT").await.expect("unlock");
-    first.await.expect("task").expect("first");
-    for task in queued {
-        task.await.expect("task").expect("order");
+    held.release().await;
+    for result in results(placed).await {
+        result.expect("order");
     }
     let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
-    assert!(transactions(&db, &ids).await < ids.len() as i64, "grouped");
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    assert_eq!(transactions(&db, &ids).await, 1, "grouped");
+    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
     let outbox: Vec<Uuid> =
         sqlx::query_scalar("SELECT order_id FROM outbox ORDER BY id").fetch_all(&mut conn).await.expect("outbox");
     let ours: Vec<Uuid> = outbox.into_iter().filter(|id| ids.contains(id)).collect();

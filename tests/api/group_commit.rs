@@ -1,7 +1,8 @@
 //! Group commit on PostgreSQL (`storage::group`, `storage::pg_insert`): orders placed while the
 //! insert writers are busy share one statement, and still get one result each.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -11,6 +12,10 @@ use order_service::domain::idempotency::{IdempotencyKey, KeyClaim, KeyCompletion
 use order_service::domain::{Order, OrderStore};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::task::JoinHandle;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use uuid::Uuid;
 
 use crate::kit::{Backend, PgBouncer, TestDb, eventually, sample_order};
@@ -184,4 +189,63 @@ async fn events_keep_the_order_their_orders_were_queued_in() {
         sqlx::query_scalar("SELECT order_id FROM outbox ORDER BY id").fetch_all(&mut conn).await.expect("outbox");
     let ours: Vec<Uuid> = outbox.into_iter().filter(|id| ids.contains(id)).collect();
     assert_eq!(ours, ids, "outbox ids follow the queue");
+}
+
+/// The `db.operation.batch.size` of every `insert_order` span, as a tracing backend receives it:
+/// `None` for a span that never recorded one. Spans still open are under their id; closed ones in
+/// `closed` (an id can be reused once its span is closed).
+#[derive(Clone, Default)]
+struct BatchSizes {
+    open: Arc<Mutex<HashMap<Id, Option<u64>>>>,
+    closed: Arc<Mutex<Vec<Option<u64>>>>,
+}
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for BatchSizes {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+        if attrs.metadata().name() == "insert_order" {
+            self.open.lock().expect("lock").insert(id.clone(), None);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        if let Some(size) = self.open.lock().expect("lock").get_mut(id) {
+            values.record(&mut BatchSize(size));
+        }
+    }
+
+    fn on_close(&self, id: Id, _: Context<'_, S>) {
+        if let Some(size) = self.open.lock().expect("lock").remove(&id) {
+            self.closed.lock().expect("lock").push(size);
+        }
+    }
+}
+
+struct BatchSize<'a>(&'a mut Option<u64>);
+
+impl Visit for BatchSize<'_> {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "db.operation.batch.size" {
+            *self.0 = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+}
+
+/// The database span says how many orders its statement carried, when it carried more than its
+/// own (docs/tracing.md): the first order alone says nothing, the three queued behind it say 3.
+#[tokio::test]
+async fn an_insert_span_says_how_many_orders_its_statement_carried() {
+    let sizes = BatchSizes::default();
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry().with(sizes.clone()));
+    let db = TestDb::new(Backend::Postgres).await;
+    let held = HeldWriter::new(&db, db.config(8)).await;
+    let queued: Vec<Placed> = (0..3).map(|_| held.place(&sample_order(), None)).collect();
+    held.release().await;
+    for result in results(queued).await {
+        result.expect("order");
+    }
+    let mut closed = sizes.closed.lock().expect("lock").clone();
+    closed.sort();
+    assert_eq!(closed, [None, Some(3), Some(3), Some(3)], "one span per order, all closed");
 }

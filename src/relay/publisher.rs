@@ -15,6 +15,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -83,6 +84,12 @@ impl Broker for Amqp {
     }
 }
 
+/// The largest frame the relay asks the broker for. lapin keeps a send and a receive buffer of 32
+/// frames each, zero-filled when the connection is tuned, so RabbitMQ's default (128 KiB) held
+/// 8 MiB of resident memory, a third of an idle service's; an order event is about 1 KiB, and a
+/// larger body would only be split into more frames (docs/overload.md, ninth session).
+pub const FRAME_MAX: u32 = 16 * 1024;
+
 /// A connected lapin publisher; dropped and rebuilt by the relay when the connection breaks.
 pub struct Publisher {
     connection: Connection,
@@ -90,15 +97,27 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects, opens one channel, turns confirms on and declares the exchange.
+    /// Connects, opens one channel, turns confirms on and declares the exchange. Asks for frames
+    /// of at most [`FRAME_MAX`] unless the URL says otherwise (`?frame_max=`).
     pub async fn connect(url: &str) -> Result<Self, lapin::Error> {
         let properties = ConnectionProperties::default().with_connection_name("order-service outbox relay".into());
-        let connection = Connection::connect(url, properties).await?;
+        let connection = match url.parse::<AMQPUri>() {
+            Ok(mut uri) => {
+                uri.query.frame_max.get_or_insert(FRAME_MAX);
+                Connection::connect_uri(uri, properties).await?
+            }
+            Err(_) => Connection::connect(url, properties).await?, // lapin's error says what is wrong with it
+        };
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
         channel.exchange_declare(EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
         Ok(Self { connection, channel })
+    }
+
+    /// The frame size agreed with the broker: the lower of what each side asked for.
+    pub fn frame_max(&self) -> u32 {
+        self.connection.configuration().frame_max()
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lapin::types::AMQPValue;
 use order_service::domain::outbox::now;
-use order_service::relay::publisher::{Amqp, Broker, envelope};
+use order_service::relay::publisher::{Amqp, Broker, FRAME_MAX, Publisher, envelope};
 use order_service::relay::{Relay, RelaySettings};
 use serde_json::Value;
 
@@ -183,4 +183,14 @@ async fn two_relays_over_one_postgres_publish_each_event_once() {
     assert_eq!(got.len(), 30, "no duplicates");
     assert_eq!(unique.len(), 30, "every event");
     assert_eq!(app.db.count("outbox WHERE published_at IS NULL").await, 0);
+}
+
+/// The relay asks for small frames (lapin holds 64 of them in buffers for the connection's life),
+/// unless `AMQP_URL` names a size: then the broker gets that one.
+#[tokio::test]
+async fn the_relay_asks_for_small_frames_unless_the_url_says() {
+    let publisher = Publisher::connect(BROKER).await.expect("connect");
+    assert_eq!(publisher.frame_max(), FRAME_MAX);
+    let asked = Publisher::connect(&format!("{BROKER}?frame_max=8192")).await.expect("connect");
+    assert_eq!(asked.frame_max(), 8192);
 }

@@ -15,17 +15,23 @@ const PRODUCER: i32 = 4;
 
 /// Places a traced caller's order; returns its id.
 async fn order(service: &TestBinary) -> String {
+    order_as(service, &format!("00-{CALLER_TRACE}-00f067aa0ba902b7-01")).await.0
+}
+
+/// Places an order with the caller's `traceparent`; returns its id and the `traceresponse`.
+async fn order_as(service: &TestBinary, traceparent: &str) -> (String, String) {
     let response = service
         .http
         .post(service.url("/v1/orders"))
-        .header("traceparent", format!("00-{CALLER_TRACE}-00f067aa0ba902b7-01"))
+        .header("traceparent", traceparent)
         .json(&serde_json::json!({ "user_id": ADA, "product_code": "classic-box" }))
         .send()
         .await
         .expect("order");
     assert_eq!(response.status(), 201);
+    let traceresponse = response.headers()["traceresponse"].to_str().expect("ascii").to_owned();
     let order: serde_json::Value = response.json().await.expect("json");
-    order["id"].as_str().expect("id").to_owned()
+    (order["id"].as_str().expect("id").to_owned(), traceresponse)
 }
 
 fn header(delivery: &Delivery, name: &str) -> Option<String> {
@@ -63,6 +69,31 @@ fn assert_published_in_the_orders_trace(spans: &[ReceivedSpan], delivery: &Deliv
     assert_eq!(publish.attribute("outcome"), Some("published"));
     let traceparent = header(delivery, "traceparent").expect("the message has a traceparent");
     assert_eq!(traceparent, format!("00-{CALLER_TRACE}-{}-01", publish.span_id), "the message continues the trace");
+}
+
+/// An order whose trace is not sampled has no span but its server span, and its event gets none
+/// either: the message carries the order's own context (its `traceresponse`, flags `00`), and
+/// nothing of that trace reaches the collector.
+#[tokio::test]
+async fn the_event_of_an_unsampled_order_carries_the_orders_context_and_makes_no_span() {
+    const UNSAMPLED_TRACE: &str = "6cf92f3577b34da6a3ce929d0e0e4738";
+    let collector = Collector::start().await;
+    let mut consumer = TestConsumer::bind().await;
+    let service = collector.receiving_from(TestBinary::new(Backend::Postgres).await).env("AMQP_URL", BROKER);
+    let _running = service.start().await;
+
+    let (id, traceresponse) = order_as(&service, &format!("00-{UNSAMPLED_TRACE}-00f067aa0ba902b9-00")).await;
+    let delivery = consumer.take(std::slice::from_ref(&id), 1, Duration::from_secs(20)).await;
+    assert_eq!(delivery.len(), 1, "the event was published");
+    assert_eq!(header(&delivery[0], "traceparent").as_deref(), Some(traceresponse.as_str()));
+    assert!(traceresponse.starts_with(&format!("00-{UNSAMPLED_TRACE}-")) && traceresponse.ends_with("-00"));
+
+    // A sampled order's publish span arrives after it: the collector works, and the unsampled
+    // order left nothing in it.
+    let sampled = order(&service).await;
+    consumer.take(std::slice::from_ref(&sampled), 1, Duration::from_secs(20)).await;
+    trace_with_publish(&collector).await;
+    assert!(collector.trace(UNSAMPLED_TRACE).is_empty(), "{:?}", collector.trace(UNSAMPLED_TRACE));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Layer, fmt};
+use tracing_subscriber::{Layer, Registry, fmt};
 
 use super::context;
 use super::log_line::{JsonLine, JsonMembers};
@@ -27,7 +27,7 @@ pub fn init_logging() {
 pub fn init(tracer: Option<SdkTracer>) {
     let levels = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let correlate = tracer.is_some().then_some(Correlate);
-    let registry = traced_registry(tracer);
+    let registry = traced_registry(tracer, &levels());
     let result = if std::io::stdout().is_terminal() {
         registry.with(log_layer(correlate, fmt::layer(), levels())).try_init()
     } else {
@@ -37,8 +37,11 @@ pub fn init(tracer: Option<SdkTracer>) {
 }
 
 /// The registry with the tracer, when `tracer` is given; `init` puts the log layer on top (tests
-/// too, with their own writer).
-fn traced_registry(tracer: Option<SdkTracer>) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync {
+/// too, with their own writer). `levels` is what the log layer will write.
+fn traced_registry(
+    tracer: Option<SdkTracer>,
+    levels: &EnvFilter,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync {
     // Off: source location, thread name (a String per span) and busy/idle timings (two clock
     // reads per enter and exit): attributes nobody asked for, paid by every span, sampled or not.
     // Context activation (making the span's OpenTelemetry context current on every enter, that
@@ -53,7 +56,20 @@ fn traced_registry(tracer: Option<SdkTracer>) -> impl Subscriber + for<'a> Looku
             .with_context_activation(false)
             .with_filter(traced())
     });
-    tracing_subscriber::registry().with(otel)
+    // A per-layer filter that answers per span (the tracer's, which asks whether the request is
+    // sampled) hides a span from its layer but does not stop it being made: the registry still
+    // made every inner span of an unsampled order, and each layer's filter then looked it up on
+    // every enter and exit. A global filter does stop it (test
+    // `an_unsampled_request_makes_no_inner_span`). It passes every event, and its level hint
+    // must say so, as far as anyone listens: the log's levels, and the tracer's INFO.
+    let wanted = Filter::<Registry>::max_level_hint(levels).unwrap_or(LevelFilter::TRACE).max(LevelFilter::INFO);
+    let unsampled = otel.is_some().then(|| {
+        dynamic_filter_fn(|metadata: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, _>| {
+            !metadata.is_span() || metadata.name() == "request" || context::sampled()
+        })
+        .with_max_level_hint(wanted)
+    });
+    tracing_subscriber::registry().with(unsampled).with(otel)
 }
 
 /// The log layer, behind the trace-id layer when tracing is on, both under the one filter of
@@ -130,7 +146,6 @@ mod tests {
     /// must be `RUST_LOG`'s (and the tracer's INFO), never "everything".
     #[test]
     fn the_subscriber_wants_no_level_below_rust_log_nor_the_tracer() {
-        use tracing_subscriber::Registry;
         let hint = |levels: &str| Filter::<Registry>::max_level_hint(&log_filter::<Registry>(EnvFilter::new(levels)));
         assert_eq!(hint("warn"), Some(LevelFilter::WARN));
         assert_eq!(hint("info,sqlx=debug"), Some(LevelFilter::DEBUG));
@@ -138,18 +153,49 @@ mod tests {
 
         // As `init` composes them, with tracing off and on (a tracer that exports nowhere).
         let warn = || EnvFilter::new("warn");
-        let off = traced_registry(None).with(log_layer(None, json(std::io::sink), warn()));
+        let off = traced_registry(None, &warn()).with(log_layer(None, json(std::io::sink), warn()));
         assert_eq!(off.max_level_hint(), Some(LevelFilter::WARN));
         let tracer = opentelemetry::trace::TracerProvider::tracer(
             &opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
             "test",
         );
-        let on = traced_registry(Some(tracer)).with(log_layer(Some(Correlate), json(std::io::sink), warn()));
+        let on = traced_registry(Some(tracer), &warn()).with(log_layer(Some(Correlate), json(std::io::sink), warn()));
         assert_eq!(on.max_level_hint(), Some(LevelFilter::INFO));
+    }
+
+    /// Held by the tests that set a subscriber with a per-span filter and those that check a span
+    /// is not made. While any subscriber answers per span, every callsite asks every subscriber
+    /// per span, and a per-layer filter's "no" then hides the span without stopping it.
+    static PER_SPAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Inside a request whose trace is not sampled, no layer wants an inner span, so none is
+    /// made: the tracer's filter says no, and the log's takes only request spans.
+    #[test]
+    fn an_unsampled_request_makes_no_inner_span() {
+        let _serial = PER_SPAN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tracer = opentelemetry::trace::TracerProvider::tracer(
+            &opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
+            "test",
+        );
+        let info = || EnvFilter::new("info");
+        let subscriber =
+            traced_registry(Some(tracer), &info()).with(log_layer(Some(Correlate), json(std::io::sink), info()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let unsampled = context::Correlation { sampled: false, ..context::Correlation::default() };
+        let (request, inner) = runtime.block_on(context::scope(unsampled, async {
+            (tracing::info_span!("request"), tracing::info_span!("place_order"))
+        }));
+        assert!(!request.is_disabled(), "the server span is made");
+        assert!(inner.is_disabled(), "no inner span");
+        let sampled = runtime
+            .block_on(context::scope(context::Correlation::default(), async { tracing::info_span!("place_order") }));
+        assert!(!sampled.is_disabled(), "a sampled request's inner span is made");
     }
 
     #[test]
     fn inner_spans_are_not_logged_and_a_line_inside_one_shows_the_request_span() {
+        let _serial = PER_SPAN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lines = Lines::default();
         let writer = lines.clone();
         let log = json(move || writer.clone()).with_filter(log_filter(EnvFilter::new("info")));

@@ -2,7 +2,7 @@
 the same service with tracing off, each on a fresh stack in this run, the collector a local OTLP
 sink that accepts everything (so the figure is the service's own cost, not a collector's).
 
-The three settings run in alternating rounds (off, 1.0, 0.1; three times), and each ratio is the
+The three settings run in alternating rounds (off, 1.0, 0.1; five times), and each ratio is the
 median of its rounds' ratios: a machine whose speed drifts between runs of a few seconds moved a
 single round's ratio by more than tracing costs (docs/tracing.md, ninth session)."""
 
@@ -52,21 +52,28 @@ def _rate(bench, name, catalogue, env):
     return bench.with_stack(name, catalogue, env, body)
 
 
-ROUNDS = 3
+ROUNDS = 5
+
+
+def _traced_rate(bench, name, catalogue, ratio, sinks):
+    """`_rate` exporting to a sink of its own, so no round inherits another's (a shared one made
+    each traced round slower than the last, the untraced ones not)."""
+    sink = Sink()
+    sinks.append(sink)
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": "traceidratio",
+               "OTEL_TRACES_SAMPLER_ARG": ratio}
+        return _rate(bench, name, catalogue, env)
+    finally:
+        sink.stop()
 
 
 def tracing(bench, catalogue):
-    sink = Sink()
-    settings = {"off": {}}
-    for ratio in ("1.0", "0.1"):
-        settings[ratio] = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": "traceidratio",
-                           "OTEL_TRACES_SAMPLER_ARG": ratio}
-    rounds = []
-    try:
-        for n in range(ROUNDS):
-            rounds.append({name: _rate(bench, f"tracing-{name}-{n}", catalogue, env) for name, env in settings.items()})
-    finally:
-        sink.stop()
+    sinks, rounds = [], []
+    for n in range(ROUNDS):
+        rounds.append({"off": _rate(bench, f"tracing-off-{n}", catalogue, {}),
+                       **{ratio: _traced_rate(bench, f"tracing-{ratio}-{n}", catalogue, ratio, sinks)
+                          for ratio in ("1.0", "0.1")}})
     rows = []
     for ratio, goal in (("1.0", 0.8), ("0.1", 0.9)):
         per_round = [r[ratio][0] / r["off"][0] if r["off"][0] else 0.0 for r in rounds]
@@ -76,5 +83,6 @@ def tracing(bench, catalogue):
                         f"{rate:.0f} orders/s", f"{off:.0f} orders/s (tracing off, same rounds)", median,
                         f"≥ {goal} × baseline", off > 0 and median >= goal, ratios=[round(x, 3) for x in per_round],
                         rates=[round(r[ratio][0]) for r in rounds], off_rates=[round(r["off"][0]) for r in rounds],
-                        runs=[r[ratio][1] for r in rounds], sink_requests=sink.requests, sink_bytes=sink.bytes))
+                        runs=[r[ratio][1] for r in rounds], sink_requests=sum(k.requests for k in sinks),
+                        sink_bytes=sum(k.bytes for k in sinks)))
     return rows

@@ -56,8 +56,8 @@ ROUNDS = 5
 
 
 def _traced_rate(bench, name, catalogue, ratio, sinks):
-    """`_rate` exporting to a sink of its own, so no round inherits another's (a shared one made
-    each traced round slower than the last, the untraced ones not)."""
+    """`_rate` exporting to a sink of its own, so no round inherits another's state (with one
+    shared sink the traced rounds slowed over a run and the untraced ones did not)."""
     sink = Sink()
     sinks.append(sink)
     try:

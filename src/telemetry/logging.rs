@@ -64,10 +64,8 @@ fn traced_registry(
     // must say so, as far as anyone listens: the log's levels, and the tracer's INFO.
     let wanted = Filter::<Registry>::max_level_hint(levels).unwrap_or(LevelFilter::TRACE).max(LevelFilter::INFO);
     let unsampled = otel.is_some().then(|| {
-        dynamic_filter_fn(|metadata: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, _>| {
-            !metadata.is_span() || metadata.name() == "request" || context::sampled()
-        })
-        .with_max_level_hint(wanted)
+        dynamic_filter_fn(|metadata: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, _>| made(metadata))
+            .with_max_level_hint(wanted)
     });
     tracing_subscriber::registry().with(unsampled).with(otel)
 }
@@ -86,17 +84,17 @@ where
 }
 
 /// The service's own spans, whatever RUST_LOG says: a quiet log must not blind the traces.
-/// Inside a request whose trace is not sampled, only its server span is made. That depends on
-/// the request, not the callsite, so the filter is a dynamic one: a plain `filter_fn`'s answer
-/// is cached per callsite, and the first order's decision would stick for every later one. It
-/// passes every level and says so, as [`log_filter`]'s does, so the hint is the targets'.
+/// (Which of them a request makes at all is [`made`]'s, in the global filter.)
 fn traced<S: Subscriber>() -> impl Filter<S> {
-    let sampled = dynamic_filter_fn(|metadata: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>| {
-        !metadata.is_span() || metadata.name() == "request" || context::sampled()
-    });
-    Targets::new()
-        .with_target("order_service", tracing::Level::INFO)
-        .and(sampled.with_max_level_hint(LevelFilter::TRACE))
+    Targets::new().with_target("order_service", tracing::Level::INFO)
+}
+
+/// Inside a request whose trace is not sampled, only its server span is made; events always
+/// pass. That depends on the request, not the callsite, so it is asked per span (a dynamic
+/// filter): a plain `filter_fn`'s answer is cached per callsite, and the first order's decision
+/// would stick for every later one.
+fn made(metadata: &Metadata<'_>) -> bool {
+    !metadata.is_span() || metadata.name() == "request" || context::sampled()
 }
 
 /// The spans whose fields a log line shows: the request's (its id, method and route). The log

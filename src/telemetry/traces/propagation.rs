@@ -7,8 +7,6 @@ use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::telemetry::context;
-
 struct Headers<'a>(&'a HeaderMap);
 
 impl Extractor for Headers<'_> {
@@ -61,19 +59,9 @@ impl TraceContext {
 }
 
 /// The context of the current span, when tracing is on. Inside a request whose trace is not
-/// sampled, the request's: no span there has an OpenTelemetry context of its own, and the server
-/// span's (flags `00`) is what goes on, to the upstreams and with the order's outbox row. Without
-/// this, an unsampled order's row kept no context, and the relay's publish span started a trace
-/// of its own, sampled and exported.
+/// sampled that is the server span (no inner span is made: `telemetry::logging`), so the order's
+/// outbox row keeps its context, flags `00`, and its event starts no trace of its own.
 pub fn current() -> Option<TraceContext> {
-    if !super::enabled() {
-        return None;
-    }
-    let correlation = context::current();
-    if !correlation.sampled {
-        let traceparent = correlation.traceparent?.to_str().ok()?.to_owned();
-        return Some(TraceContext { traceparent, tracestate: None });
-    }
     of(&tracing::Span::current())
 }
 

@@ -94,6 +94,9 @@ async fn the_event_of_an_unsampled_order_carries_the_orders_context_and_makes_no
     consumer.take(std::slice::from_ref(&sampled), 1, Duration::from_secs(20)).await;
     trace_with_publish(&collector).await;
     assert!(collector.trace(UNSAMPLED_TRACE).is_empty(), "{:?}", collector.trace(UNSAMPLED_TRACE));
+    let publishes: Vec<_> =
+        collector.spans().into_iter().filter(|s| s.attribute("messaging.message.id") == Some(id.as_str())).collect();
+    assert!(publishes.is_empty(), "no publish span for it, in any trace: {publishes:?}");
 }
 
 #[tokio::test]
